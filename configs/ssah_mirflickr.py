@@ -1,0 +1,58 @@
+"""SSAH on MIRFLICKR-25K (DCMH release), CNN-F 224x224, official hyper-parameters.
+
+Point it at your copy of the data (nothing is downloaded):
+  python -m crossmodal_hash.main --config=configs/ssah_mirflickr.py:bits=64 \
+      --config.dataset.path=/data/FLICKR-25K.mat --workdir=DIR
+Protocol: 2,000 queries, 18,015 retrieval items, 10,000 training items drawn
+from the retrieval set.
+"""
+import ml_collections
+
+from crossmodal_hash import config_utils
+from crossmodal_hash.methods import ssah
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.method = 'ssah'
+  config.seed = 0
+  config.bits = 16
+
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = 'mirflickr25k'
+  config.dataset.path = ''
+  config.dataset.num_query = 2000
+  config.dataset.num_train = 10000
+  config.dataset.split_seed = 0
+
+  config.model = ml_collections.ConfigDict()
+  config.model.image_encoder = 'cnnf'
+  config.model.image_mlp_features = (4096,)
+  config.model.image_normalization = 'mean'  # CNN-F: pixels minus the mean.
+  config.model.semantic_dim = 512
+  config.model.label_hidden = 4096
+  config.model.text_hidden = 4096
+  config.model.text_pool_windows = (5, 10, 15, 30, 50)
+  config.model.discriminator_hidden = (512, 256)
+  config.model.init_std = 0.01
+  config.model.compute_dtype = 'float32'
+
+  config.ssah = ssah.default_config()
+  config.ssah.sim_positive = 0.999  # As in the official code.
+  config.ssah.num_epochs = 10
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 128
+  config.train.checkpoint_every_passes = 5
+  config.train.max_checkpoints = 2
+  config.train.progress = True
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 256
+  config.eval.random_baseline = True
+  config.eval.plots = True
+
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1
+  config.mesh.model = 1
+  return config_utils.apply_arg(config, arg)

@@ -1,0 +1,69 @@
+"""SSAH on the built-in synthetic dataset: the default demo, ~3 min on 2 CPU cores.
+
+Usage:
+  python -m crossmodal_hash.main --config=configs/ssah_synthetic.py --workdir=DIR
+  python -m crossmodal_hash.main --config=configs/ssah_synthetic.py:bits=64 ...
+"""
+import ml_collections
+
+from crossmodal_hash import config_utils
+from crossmodal_hash.methods import ssah
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.method = 'ssah'
+  config.seed = 0
+  config.bits = 32
+
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = 'synthetic'
+  config.dataset.seed = 0
+  config.dataset.num_items = 6000
+  config.dataset.num_query = 500
+  config.dataset.num_train = 3000
+  config.dataset.split_seed = 0
+  config.dataset.num_labels = 24
+  config.dataset.vocab_size = 1000
+  config.dataset.image_size = 32
+  config.dataset.feature_dim = 512  # used by 'synthetic_features' only.
+  config.dataset.path = ''
+
+  config.model = ml_collections.ConfigDict()
+  config.model.image_encoder = 'cnnf_small'
+  config.model.image_mlp_features = (4096,)
+  config.model.image_normalization = 'standardize'
+  config.model.semantic_dim = 512
+  config.model.label_hidden = 4096
+  config.model.text_hidden = 4096
+  config.model.text_pool_windows = (5, 10, 15, 30, 50)
+  config.model.discriminator_hidden = (512, 256)
+  config.model.init_std = 0.01
+  config.model.compute_dtype = 'float32'
+
+  config.ssah = ssah.default_config()
+  # Few, short epochs for a small model trained from scratch on CPU. Each
+  # network's ladder starts higher than for fine-tuning a pretrained CNN-F.
+  config.ssah.num_epochs = 3
+  config.ssah.lab_passes = (4, 2)
+  config.ssah.dis_passes = (1, 1)
+  config.ssah.img_passes = (6, 3, 2)
+  config.ssah.txt_passes = (4, 2, 1)
+  config.ssah.img_lr_exponent = 3.0
+  config.ssah.txt_lr_exponent = 3.0
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 128
+  config.train.checkpoint_every_passes = 10
+  config.train.max_checkpoints = 2
+  config.train.progress = True
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 256
+  config.eval.random_baseline = True
+  config.eval.plots = True
+
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1
+  config.mesh.model = 1
+  return config_utils.apply_arg(config, arg)

@@ -1,0 +1,79 @@
+"""Config helpers: `:key=value` arguments, locking, and resume compatibility."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import ml_collections
+
+# Keys that may change between a checkpoint and the run resuming it: they
+# change how a run is executed or reported, not what it computes.
+RESUMABLE_CHANGES = (
+    'train.checkpoint_every_passes', 'train.max_checkpoints', 'train.progress',
+    'mesh', 'eval', 'ssah.num_epochs',
+)
+
+
+def apply_arg(config: ml_collections.ConfigDict,
+              arg: str | None) -> ml_collections.ConfigDict:
+  """Applies a config-file argument such as `bits=64,train.batch_size=256`.
+
+  `--config=configs/ssah_mirflickr.py:bits=64` passes `bits=64` to the file's
+  `get_config(arg)`. Each `key=value` must name an existing field (dotted for
+  nested ones); the value is parsed as the field's type. Returns the config,
+  locked, so a later `--config.some.typo=1` fails instead of adding a field.
+  """
+  for item in filter(None, (arg or '').split(',')):
+    key, sep, value = item.partition('=')
+    if not sep:
+      raise ValueError(f'Config argument {item!r} is not of the form key=value.')
+    *parents, leaf = key.strip().split('.')
+    node = config
+    for p in parents:
+      node = node[p]
+    if leaf not in node:
+      raise KeyError(f'Config argument {key!r}: no such field.')
+    node[leaf] = _parse_like(node[leaf], value.strip(), key)
+  config.lock()
+  return config
+
+
+def _parse_like(current: Any, value: str, key: str) -> Any:
+  if isinstance(current, bool):
+    if value.lower() not in ('true', 'false', '1', '0'):
+      raise ValueError(f'Config argument {key}={value!r}: expected a boolean.')
+    return value.lower() in ('true', '1')
+  if isinstance(current, (int, float, str)) and current is not None:
+    return type(current)(value)
+  if isinstance(current, tuple):
+    return tuple(type(current[0])(v) for v in value.split(';')) if current else ()
+  return json.loads(value)
+
+
+def flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  """{'a': {'b': 1}} -> {'a.b': 1}; tuples become lists (JSON's view)."""
+  out = {}
+  for k, v in d.items():
+    key = f'{prefix}{k}'
+    if isinstance(v, dict):
+      out.update(flatten(v, key + '.'))
+    else:
+      out[key] = list(v) if isinstance(v, tuple) else v
+  return out
+
+
+def to_json_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config as plain JSON types (what a checkpoint stores)."""
+  return json.loads(config.to_json())
+
+
+def incompatible_keys(saved: dict[str, Any],
+                      config: ml_collections.ConfigDict) -> list[str]:
+  """Dotted keys whose values differ between a checkpoint's config and ours,
+  ignoring RESUMABLE_CHANGES."""
+  a, b = flatten(saved), flatten(to_json_dict(config))
+  mutable = lambda k: any(k == m or k.startswith(m + '.')
+                          for m in RESUMABLE_CHANGES)
+  return sorted(k for k in set(a) | set(b)
+                if not mutable(k) and a.get(k, '<absent>') != b.get(k,
+                                                                  '<absent>'))

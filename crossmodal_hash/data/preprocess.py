@@ -1,0 +1,46 @@
+"""Image-input normalisation: statistics on the host, applied inside jit."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+NORMALIZATIONS = ('standardize', 'mean')
+
+
+def image_statistics(images: np.ndarray, mode: str,
+                     chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel (pixels) or per-dimension (features) mean and inverse scale.
+
+  Args:
+    images: [N, H, W, C] uint8 pixels or [N, D] float features (the training
+      split; read in chunks so memory stays bounded).
+    mode: 'standardize' ((x - mean) / std) or 'mean' (x - mean, CNN-F's input).
+    chunk: items per chunk.
+
+  Returns:
+    (mean, inv_scale), float32 arrays of shape [C] or [D].
+  """
+  if mode not in NORMALIZATIONS:
+    raise ValueError(f'Unknown image normalization {mode!r}; expected one of '
+                     f'{NORMALIZATIONS}.')
+  axes = tuple(range(images.ndim - 1))
+  total = np.zeros(images.shape[-1], np.float64)
+  total_sq = np.zeros(images.shape[-1], np.float64)
+  count = 0
+  for start in range(0, len(images), chunk):
+    x = np.asarray(images[start:start + chunk], np.float64)
+    total += x.sum(axis=axes)
+    total_sq += np.square(x).sum(axis=axes)
+    count += x.size // x.shape[-1]
+  mean = total / count
+  std = np.sqrt(np.maximum(total_sq / count - np.square(mean), 0.0))
+  inv_scale = 1.0 / np.maximum(std, 1e-6) if mode == 'standardize' else (
+      np.ones_like(mean))
+  return mean.astype(np.float32), inv_scale.astype(np.float32)
+
+
+def normalize(images: jax.Array, mean: jax.Array,
+              inv_scale: jax.Array) -> jax.Array:
+  """(images - mean) * inv_scale as float32; broadcasts over the last axis."""
+  return (images.astype(jnp.float32) - mean) * inv_scale

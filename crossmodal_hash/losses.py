@@ -1,0 +1,130 @@
+"""Loss terms shared by the hashing methods.
+
+Every term returns a float32 scalar. Reductions are means (over pairs, bits or
+labels), as in the official SSAH code's `mse_criterion`/`sce_criterion`; a term's
+weight in a method's total is a config value, never a constant here.
+
+Stability: log(1 + e^theta) is always `jax.nn.softplus(theta)`, which never
+overflows; sigmoid cross-entropies are computed from logits.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+PAIRWISE_FORMS = ('paper', 'official_code')
+LABEL_LOSSES = ('mse', 'bce')
+
+
+def similarity(labels_a: jax.Array, labels_b: jax.Array,
+               positive: float = 1.0) -> jax.Array:
+  """Pairwise semantic similarity of two label sets.
+
+  Args:
+    labels_a: [B, L] multi-hot labels.
+    labels_b: [N, L] multi-hot labels.
+    positive: the value of a similar pair (1.0 in the papers, 0.999 in the
+      official SSAH code).
+
+  Returns:
+    [B, N] float32: `positive` where the items share at least one label, else 0.
+  """
+  shared = jnp.einsum('bl,nl->bn', labels_a.astype(jnp.float32),
+                      labels_b.astype(jnp.float32))
+  return jnp.where(shared > 0, positive, 0.0).astype(jnp.float32)
+
+
+def pairwise_likelihood(a: jax.Array, b: jax.Array, sim: jax.Array,
+                        form: str = 'paper') -> jax.Array:
+  """Pairwise similarity-preserving loss with theta = 0.5 <a_i, b_j>.
+
+  Args:
+    a: [B, D] the batch's features or codes (gradients flow here).
+    b: [N, D] the stored features or codes of all training items.
+    sim: [B, N] similarity in [0, 1].
+    form: 'paper', the negative log-likelihood mean(log(1 + e^theta) - S theta);
+      or 'official_code', the official SSAH code's squared residual
+      mean((S theta - log(1 + e^theta))^2).
+
+  Returns:
+    A float32 scalar.
+  """
+  theta = 0.5 * jnp.einsum('bd,nd->bn', a.astype(jnp.float32),
+                           b.astype(jnp.float32))
+  if form == 'paper':
+    return jnp.mean(jax.nn.softplus(theta) - sim * theta)
+  if form == 'official_code':
+    return jnp.mean(jnp.square(sim * theta - jax.nn.softplus(theta)))
+  raise ValueError(f'Unknown pairwise form {form!r}; expected one of '
+                   f'{PAIRWISE_FORMS}.')
+
+
+def quantization(codes: jax.Array) -> jax.Array:
+  """mean((sign(h) - h)^2) for relaxed codes h: [B, K] in (-1, 1)."""
+  codes = codes.astype(jnp.float32)
+  target = jax.lax.stop_gradient(jnp.where(codes >= 0, 1.0, -1.0))
+  return jnp.mean(jnp.square(target - codes))
+
+
+def bit_balance(codes: jax.Array) -> jax.Array:
+  """||h^T 1||^2 / (B^2 K): pushes each bit to be +1 and -1 equally often.
+
+  Args:
+    codes: [B, K] relaxed codes.
+  """
+  codes = codes.astype(jnp.float32)
+  batch, bits = codes.shape
+  return jnp.sum(jnp.square(jnp.sum(codes, axis=0))) / (batch * batch * bits)
+
+
+def label_prediction(logits: jax.Array, labels: jax.Array,
+                     kind: str = 'mse') -> jax.Array:
+  """Label-prediction loss of a label head.
+
+  Args:
+    logits: [B, L] label-head outputs before the sigmoid.
+    labels: [B, L] multi-hot targets.
+    kind: 'mse', the official code's mean((sigmoid(logits) - labels)^2); or
+      'bce', the mean sigmoid binary cross-entropy.
+
+  Returns:
+    A float32 scalar.
+  """
+  logits = logits.astype(jnp.float32)
+  labels = labels.astype(jnp.float32)
+  if kind == 'mse':
+    return jnp.mean(jnp.square(jax.nn.sigmoid(logits) - labels))
+  if kind == 'bce':
+    return jnp.mean(sigmoid_cross_entropy(logits, labels))
+  raise ValueError(f'Unknown label loss {kind!r}; expected one of '
+                   f'{LABEL_LOSSES}.')
+
+
+def sigmoid_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """Elementwise -t log sigmoid(x) - (1 - t) log(1 - sigmoid(x)), stable."""
+  logits = logits.astype(jnp.float32)
+  return jax.nn.softplus(logits) - targets * logits
+
+
+def adversarial_generator(logits: jax.Array) -> jax.Array:
+  """The generator's adversarial loss: be classified as 'label' (target 1).
+
+  Args:
+    logits: [B] discriminator logits on the generator's features.
+  """
+  return jnp.mean(sigmoid_cross_entropy(logits, 1.0))
+
+
+def adversarial_discriminator(real_logits: jax.Array,
+                              fake_logits: jax.Array) -> jax.Array:
+  """A discriminator's loss: label features are real (1), modality features 0.
+
+  Args:
+    real_logits: [B] logits on LabNet's semantic features.
+    fake_logits: [B] logits on a modality network's semantic features.
+
+  Returns:
+    The mean of the two sigmoid cross-entropies, a float32 scalar.
+  """
+  return 0.5 * (jnp.mean(sigmoid_cross_entropy(real_logits, 1.0)) +
+                jnp.mean(sigmoid_cross_entropy(fake_logits, 0.0)))

@@ -1,0 +1,412 @@
+"""SSAH: Self-Supervised Adversarial Hashing (Li et al., CVPR 2018).
+
+Networks: LabNet (labels -> semantic feature, code, label prediction), ImgNet and
+TxtNet (the same heads on an image and a text encoder) and two discriminators
+(image-vs-label, text-vs-label) on 512-d semantic features.
+
+Losses of a modality network on a batch (weights alpha, gamma, beta, eta, delta):
+  alpha * pairwise(feature, LabNet's stored features of all items, S)
+  + gamma * pairwise(code, LabNet's stored codes of all items, S)
+  + beta * quantization(code) + eta * label_prediction(logits, labels)
+  + delta * adversarial(discriminator(feature) is called "label")
+LabNet has the same terms against its own stored features and codes, without
+the adversarial one. S_ij = `sim_positive` if items i and j share a label.
+
+Paper versus official code, each behind a config switch (default: paper):
+  * `pairwise_form`: 'paper' negative log-likelihood, or the code's squared
+    residual (see `losses.pairwise_likelihood`).
+  * `adversarial`: 'paper' lets the adversarial gradient reach ImgNet/TxtNet;
+    'official_code' computes the term on stop-gradient copies (the official code
+    feeds stored features through placeholders), so it never does.
+  * `label_loss`: the code's squared error ('mse') or 'bce'.
+Schedule (official code): each outer epoch trains LabNet for (10, 5) passes,
+the discriminators for (1, 1), ImgNet for (15, 7, 5) and TxtNet for (15, 7, 5),
+phase i of epoch e at lr = 10^-(a + 0.5 (e + i)), a = 2.0 / 3.0 / 4.5 / 3.5.
+Differences from the official code, documented rather than copied: batches are
+drawn from a fresh permutation per pass (the code draws a new random subset per
+batch), and passes run to their count (the code breaks a phase early when an
+all-item loss rises, which needs an N x N matrix we never build).
+Memories: `lab_code`, `lab_feat`, `img_code`, `txt_code` ([T, K] / [T, 512]),
+initialised from N(0, 1) as in the official code and refreshed with each
+batch's outputs before its update.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from crossmodal_hash import losses
+from crossmodal_hash.methods import base
+from crossmodal_hash.methods import registry
+from crossmodal_hash.models import cnnf
+from crossmodal_hash.models import discriminator
+from crossmodal_hash.models import hashing_net
+from crossmodal_hash.models import label
+from crossmodal_hash.models import mlp
+from crossmodal_hash.models import text
+
+ADVERSARIAL_MODES = ('paper', 'official_code')
+SCHEDULES = ('official', 'interleaved')
+NETWORKS = ('lab', 'dis', 'img', 'txt')
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """SSAH's hyper-parameters as in the official code (and the paper's intent)."""
+  c = ml_collections.ConfigDict()
+  c.alpha = 1.0  # feature-level pairwise term
+  c.gamma = 1.0  # code-level pairwise term
+  c.beta = 1.0  # quantization
+  c.eta = 1.0  # label prediction
+  c.delta = 1.0  # adversarial
+  c.pairwise_form = 'paper'
+  c.label_loss = 'mse'
+  c.adversarial = 'paper'
+  c.sim_positive = 1.0  # the official code uses 0.999
+  c.schedule = 'official'
+  c.num_epochs = 10
+  c.lab_passes = (10, 5)
+  c.dis_passes = (1, 1)
+  c.img_passes = (15, 7, 5)
+  c.txt_passes = (15, 7, 5)
+  # lr of phase i in epoch e: 10 ** -(lr_exponent + lr_step * (e + i)).
+  c.lab_lr_exponent = 2.0
+  c.dis_lr_exponent = 3.0
+  c.img_lr_exponent = 4.5
+  c.txt_lr_exponent = 3.5
+  c.lr_step = 0.5
+  c.adam_b1 = 0.9
+  c.adam_b2 = 0.999
+  c.adam_eps = 1e-8
+  return c
+
+
+def image_encoder(model: ml_collections.ConfigDict, dtype: Any):
+  """The image trunk named by `config.model.image_encoder`."""
+  name = model.image_encoder
+  if name == 'cnnf':
+    return cnnf.cnnf_224(dtype=dtype)
+  if name == 'cnnf_small':
+    return cnnf.cnnf_small(dtype=dtype)
+  if name == 'feature_mlp':
+    return mlp.MLP(features=tuple(model.image_mlp_features), dtype=dtype)
+  raise ValueError(f'Unknown config.model.image_encoder {name!r}; expected '
+                   "'cnnf', 'cnnf_small' or 'feature_mlp'.")
+
+
+class SSAH:
+  """SSAH's networks, losses, updates and schedule, built from a config."""
+
+  trainer = 'alternating'
+
+  def __init__(self, config: ml_collections.ConfigDict, *, num_labels: int,
+               text_dim: int):
+    self.hp = config.ssah
+    _check_choice('config.ssah.adversarial', self.hp.adversarial,
+                  ADVERSARIAL_MODES)
+    _check_choice('config.ssah.pairwise_form', self.hp.pairwise_form,
+                  losses.PAIRWISE_FORMS)
+    _check_choice('config.ssah.label_loss', self.hp.label_loss,
+                  losses.LABEL_LOSSES)
+    _check_choice('config.ssah.schedule', self.hp.schedule, SCHEDULES)
+    model = config.model
+    dtype = jnp.dtype(model.compute_dtype)
+    heads = dict(semantic_dim=model.semantic_dim, bits=config.bits,
+                 num_labels=num_labels, init_std=model.init_std, dtype=dtype)
+    self.nets = {
+        'lab': hashing_net.HashingNet(
+            encoder=label.LabelEncoder(hidden=model.label_hidden,
+                                       init_std=model.init_std, dtype=dtype),
+            **heads),
+        'img': hashing_net.HashingNet(encoder=image_encoder(model, dtype),
+                                      **heads),
+        'txt': hashing_net.HashingNet(
+            encoder=text.MultiScaleTextEncoder(
+                pool_windows=tuple(model.text_pool_windows),
+                hidden=model.text_hidden, init_std=model.init_std,
+                dtype=dtype),
+            **heads),
+    }
+    self.discriminator = discriminator.Discriminator(
+        hidden=tuple(model.discriminator_hidden), init_std=model.init_std,
+        dtype=dtype)
+    self.optimizer = optax.scale_by_adam(b1=self.hp.adam_b1, b2=self.hp.adam_b2,
+                                         eps=self.hp.adam_eps)
+    self.bits = config.bits
+    self.semantic_dim = model.semantic_dim
+    if self.hp.schedule == 'official':
+      self.updates = {'lab': self.update_lab, 'dis': self.update_dis,
+                      'img': self.update_img, 'txt': self.update_txt}
+    else:
+      self.updates = {'all': self.update_interleaved}
+
+  # ---------------------------------------------------------------- state --
+
+  def init(self, rng: jax.Array, data: base.Batch) -> base.TrainState:
+    """Initial state for a training set `data` ('image', 'text', 'label').
+
+    Args:
+      rng: PRNG key.
+      data: the training arrays, [T, ...] each (only shapes are used, plus T).
+
+    Returns:
+      A TrainState with params, Adam states and N(0, 1) memories.
+    """
+    keys = jax.random.split(rng, 9)
+    num_items = data['label'].shape[0]
+    sample = {'lab': data['label'][:1].astype(jnp.float32),
+              'img': jnp.zeros(data['image'].shape[1:], jnp.float32)[None],
+              'txt': data['text'][:1].astype(jnp.float32)}
+    params = {name: net.init(k, sample[name])['params']
+              for (name, net), k in zip(self.nets.items(), keys)}
+    feature = jnp.zeros((1, self.semantic_dim), jnp.float32)
+    params['dis'] = {
+        'img': self.discriminator.init(keys[3], feature)['params'],
+        'txt': self.discriminator.init(keys[4], feature)['params'],
+    }
+    opt_state = {name: self.optimizer.init(p) for name, p in params.items()}
+    memory = {
+        'lab_code': jax.random.normal(keys[5], (num_items, self.bits)),
+        'lab_feat': jax.random.normal(keys[6], (num_items, self.semantic_dim)),
+        'img_code': jax.random.normal(keys[7], (num_items, self.bits)),
+        'txt_code': jax.random.normal(keys[8], (num_items, self.bits)),
+    }
+    return base.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                           opt_state=opt_state, memory=memory,
+                           rng=jax.random.fold_in(rng, 1))
+
+  # ------------------------------------------------------------- schedule --
+
+  def learning_rate(self, network: str, rung: int) -> float:
+    """10^-(a + lr_step * rung) for the network's ladder exponent a."""
+    exponent = getattr(self.hp, f'{network}_lr_exponent')
+    return float(10.0 ** -(exponent + self.hp.lr_step * rung))
+
+  def schedule(self, epoch: int) -> list[base.Phase]:
+    """The phases of outer epoch `epoch`, in order."""
+    if self.hp.schedule == 'interleaved':
+      return [base.Phase('all', tuple(self.learning_rate(n, epoch)
+                                      for n in NETWORKS), 1)]
+    phases = []
+    for network in NETWORKS:
+      for i, passes in enumerate(getattr(self.hp, f'{network}_passes')):
+        phases.append(base.Phase(network, self.learning_rate(network,
+                                                             epoch + i),
+                                 int(passes)))
+    return phases
+
+  # --------------------------------------------------------------- losses --
+
+  def _pairwise(self, a, stored, sim):
+    return losses.pairwise_likelihood(a, stored, sim, self.hp.pairwise_form)
+
+  def lab_loss_terms(self, params, batch, data, memory):
+    """LabNet's loss terms and the batch's outputs.
+
+    Args:
+      params: LabNet params.
+      batch: 'index' [B], 'label' [B, L].
+      data: 'label' [T, L] of the whole training set.
+      memory: the stored memories.
+
+    Returns:
+      (terms: dict of scalars, outputs: HashOutputs with [B, ...] fields).
+    """
+    labels = batch['label'].astype(jnp.float32)
+    out = self.nets['lab'].apply({'params': params}, labels)
+    # The stored rows of this batch are its current outputs, as constants.
+    feats = memory['lab_feat'].at[batch['index']].set(
+        jax.lax.stop_gradient(out.feature))
+    codes = memory['lab_code'].at[batch['index']].set(
+        jax.lax.stop_gradient(out.code))
+    sim = losses.similarity(labels, data['label'], self.hp.sim_positive)
+    terms = {
+        'pairwise_feature': self._pairwise(out.feature, feats, sim),
+        'pairwise_code': self._pairwise(out.code, codes, sim),
+        'quantization': losses.quantization(out.code),
+        'label': losses.label_prediction(out.label_logits, labels,
+                                         self.hp.label_loss),
+    }
+    return terms, out
+
+  def modality_loss_terms(self, modality, params, dis_params, batch, data,
+                          memory):
+    """ImgNet's or TxtNet's loss terms and the batch's outputs.
+
+    Args:
+      modality: 'img' or 'txt'.
+      params: the modality network's params.
+      dis_params: that modality's discriminator params (not trained here).
+      batch: 'index' [B], 'label' [B, L], and 'image' or 'text' [B, ...].
+      data: 'label' [T, L] of the whole training set.
+      memory: the stored memories ('lab_feat', 'lab_code').
+
+    Returns:
+      (terms: dict of scalars, outputs: HashOutputs).
+    """
+    labels = batch['label'].astype(jnp.float32)
+    inputs = batch['image'] if modality == 'img' else batch['text']
+    out = self.nets[modality].apply({'params': params},
+                                    inputs.astype(jnp.float32))
+    sim = losses.similarity(labels, data['label'], self.hp.sim_positive)
+    feature = out.feature
+    if self.hp.adversarial == 'official_code':
+      feature = jax.lax.stop_gradient(feature)
+    logits = self.discriminator.apply({'params': dis_params}, feature)
+    terms = {
+        'pairwise_feature': self._pairwise(out.feature, memory['lab_feat'],
+                                           sim),
+        'pairwise_code': self._pairwise(out.code, memory['lab_code'], sim),
+        'quantization': losses.quantization(out.code),
+        'label': losses.label_prediction(out.label_logits, labels,
+                                         self.hp.label_loss),
+        'adversarial': losses.adversarial_generator(logits),
+    }
+    return terms, out
+
+  def discriminator_loss(self, dis_params, features):
+    """Both discriminators' loss: label features real, modality features fake.
+
+    Args:
+      dis_params: {'img': ..., 'txt': ...}.
+      features: 'lab', 'img', 'txt' semantic features, [B, 512] each.
+
+    Returns:
+      (loss, metrics): the mean of the four sigmoid cross-entropies.
+    """
+    d = lambda name, f: self.discriminator.apply({'params': dis_params[name]},
+                                                 f)
+    loss_img = losses.adversarial_discriminator(d('img', features['lab']),
+                                                d('img', features['img']))
+    loss_txt = losses.adversarial_discriminator(d('txt', features['lab']),
+                                                d('txt', features['txt']))
+    loss = 0.5 * (loss_img + loss_txt)
+    return loss, {'loss': loss, 'dis_img': loss_img, 'dis_txt': loss_txt}
+
+  def _weighted(self, terms):
+    weights = {'pairwise_feature': self.hp.alpha, 'pairwise_code': self.hp.gamma,
+               'quantization': self.hp.beta, 'label': self.hp.eta,
+               'adversarial': self.hp.delta}
+    return sum(weights[k] * v for k, v in terms.items())
+
+  # -------------------------------------------------------------- updates --
+
+  def update_lab(self, state, batch, data, learning_rate):
+    """One Adam step of LabNet; refreshes 'lab_code' and 'lab_feat'."""
+
+    def loss_fn(p):
+      terms, out = self.lab_loss_terms(p, batch, data, state.memory)
+      return self._weighted(terms), (terms, out)
+
+    grads, (terms, out) = jax.grad(loss_fn, has_aux=True)(state.params['lab'])
+    params, opt = base.apply_adam(self.optimizer, grads,
+                                  state.opt_state['lab'], state.params['lab'],
+                                  learning_rate)
+    memory = dict(state.memory)
+    memory['lab_code'] = memory['lab_code'].at[batch['index']].set(out.code)
+    memory['lab_feat'] = memory['lab_feat'].at[batch['index']].set(out.feature)
+    return _replace(state, 'lab', params, opt, memory), _metrics(terms,
+                                                                 self._weighted)
+
+  def _update_modality(self, modality, state, batch, data, learning_rate):
+
+    def loss_fn(p):
+      terms, out = self.modality_loss_terms(modality, p,
+                                            state.params['dis'][modality],
+                                            batch, data, state.memory)
+      return self._weighted(terms), (terms, out)
+
+    grads, (terms, out) = jax.grad(loss_fn, has_aux=True)(
+        state.params[modality])
+    params, opt = base.apply_adam(self.optimizer, grads,
+                                  state.opt_state[modality],
+                                  state.params[modality], learning_rate)
+    memory = dict(state.memory)
+    memory[f'{modality}_code'] = memory[f'{modality}_code'].at[
+        batch['index']].set(out.code)
+    return _replace(state, modality, params, opt, memory), _metrics(
+        terms, self._weighted)
+
+  def update_img(self, state, batch, data, learning_rate):
+    """One Adam step of ImgNet; refreshes 'img_code'."""
+    return self._update_modality('img', state, batch, data, learning_rate)
+
+  def update_txt(self, state, batch, data, learning_rate):
+    """One Adam step of TxtNet; refreshes 'txt_code'."""
+    return self._update_modality('txt', state, batch, data, learning_rate)
+
+  def update_dis(self, state, batch, data, learning_rate):
+    """One Adam step of both discriminators on the batch's fresh features."""
+    del data
+    p = state.params
+    features = {
+        'lab': self.nets['lab'].apply({'params': p['lab']},
+                                      batch['label'].astype(jnp.float32)),
+        'img': self.nets['img'].apply({'params': p['img']},
+                                      batch['image'].astype(jnp.float32)),
+        'txt': self.nets['txt'].apply({'params': p['txt']},
+                                      batch['text'].astype(jnp.float32)),
+    }
+    features = {k: jax.lax.stop_gradient(v.feature) for k, v in
+                features.items()}
+    grads, metrics = jax.grad(self.discriminator_loss, has_aux=True)(
+        p['dis'], features)
+    params, opt = base.apply_adam(self.optimizer, grads, state.opt_state['dis'],
+                                  p['dis'], learning_rate)
+    return _replace(state, 'dis', params, opt, state.memory), metrics
+
+  def update_interleaved(self, state, batch, data, learning_rate):
+    """LabNet, discriminator, ImgNet and TxtNet steps on one batch, in order.
+
+    `learning_rate` is [4]: the rates of lab, dis, img, txt.
+    """
+    metrics = {'loss': 0.0}
+    for i, network in enumerate(NETWORKS):
+      update = {'lab': self.update_lab, 'dis': self.update_dis,
+                'img': self.update_img, 'txt': self.update_txt}[network]
+      state, m = update(state, batch, data, learning_rate[i])
+      metrics.update({f'{network}/{k}': v for k, v in m.items()})
+      metrics['loss'] += m['loss']
+    return state, metrics
+
+  # --------------------------------------------------------------- encode --
+
+  def encode(self, params: dict[str, Any], modality: str,
+             inputs: jax.Array) -> jax.Array:
+    """Binary codes of a batch.
+
+    Args:
+      params: the state's params.
+      modality: 'img', 'txt' or 'lab'.
+      inputs: [B, ...] images (preprocessed), texts or labels.
+
+    Returns:
+      [B, K] int8 in {-1, +1}.
+    """
+    out = self.nets[modality].apply({'params': params[modality]},
+                                    inputs.astype(jnp.float32))
+    return hashing_net.binarize(out.code)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+  if value not in choices:
+    raise ValueError(f'{name}={value!r} is not one of {choices}.')
+
+
+def _replace(state, name, params, opt, memory):
+  return state.replace(step=state.step + 1,
+                       params={**state.params, name: params},
+                       opt_state={**state.opt_state, name: opt}, memory=memory)
+
+
+def _metrics(terms, weighted):
+  return {'loss': weighted(terms), **terms}
+
+
+@registry.METHODS.register('ssah')
+def build(config: ml_collections.ConfigDict, *, num_labels: int,
+          text_dim: int) -> SSAH:
+  return SSAH(config, num_labels=num_labels, text_dim=text_dim)

@@ -1,0 +1,344 @@
+"""The trainer of methods that alternate whole per-network passes (SSAH).
+
+One run, start to end:
+  1. load the dataset by name, draw (or reload) the seeded split;
+  2. build the mesh, check the batch sizes and any checkpoint in the workdir
+     (an incompatible one stops the run before anything is written);
+  3. initialise or restore the state (params, optimizer states, memories, RNG)
+     and the data position, the index of the next pass of the schedule;
+  4. run the schedule: each pass is one jitted call that scans over every batch
+     of a fresh permutation of the training set (data resident on the devices,
+     batches split over the mesh's `data` axis, the state donated);
+  5. after each pass: NaN/Inf check, JSON-lines metrics, progress, checkpoint;
+  6. encode the query and retrieval sets, evaluate mAP@all in four directions,
+     print the table and write JSON, codes and plots to `<workdir>/eval`.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from crossmodal_hash import checkpointing
+from crossmodal_hash import config_utils
+from crossmodal_hash import logging_utils
+from crossmodal_hash import sharding
+from crossmodal_hash.data import preprocess
+from crossmodal_hash.data import registry as data_registry
+from crossmodal_hash.data import splits
+from crossmodal_hash.data import types
+from crossmodal_hash.evaluation import metrics as metrics_lib
+from crossmodal_hash.evaluation import plots
+from crossmodal_hash.evaluation import report
+from crossmodal_hash.methods import base
+from crossmodal_hash.methods import registry as method_registry
+from crossmodal_hash.trainers import registry
+
+
+class IncompatibleCheckpointError(ValueError):
+  """The workdir holds a checkpoint of a different configuration."""
+
+
+class NonFiniteError(FloatingPointError):
+  """A pass produced NaN or Inf losses or parameters."""
+
+
+def _load_data(config: ml_collections.ConfigDict, workdir: str
+              ) -> tuple[types.MultiModalData, types.Split]:
+  """The dataset and its split; the split is reused from the workdir if there."""
+  data = data_registry.DATASETS.get(config.dataset.name)(config.dataset)
+  split = splits.random_split(len(data), config.dataset.num_query,
+                              config.dataset.num_train,
+                              config.dataset.split_seed)
+  path = os.path.join(workdir, 'split.npz')
+  if os.path.exists(path):
+    saved = splits.load(path)
+    if splits.checksum(saved) != splits.checksum(split):
+      raise IncompatibleCheckpointError(
+          f'{path} holds a different split than this config draws; use another '
+          '--workdir. Nothing was overwritten.')
+  return data, split
+
+
+def _check_resumable(checkpointer: checkpointing.Checkpointer,
+                     config: ml_collections.ConfigDict) -> dict | None:
+  """The latest checkpoint's metadata, if compatible with `config`."""
+  step = checkpointer.latest_step()
+  if step is None:
+    return None
+  meta = checkpointer.read_meta(step)
+  different = config_utils.incompatible_keys(meta.get('config', {}), config)
+  if different:
+    saved = config_utils.flatten(meta.get('config', {}))
+    ours = config_utils.flatten(config_utils.to_json_dict(config))
+    lines = [f'  {k}: checkpoint {saved.get(k, "<absent>")!r}, '
+             f'config {ours.get(k, "<absent>")!r}' for k in different[:10]]
+    raise IncompatibleCheckpointError(
+        f'{checkpointer.directory} holds checkpoint {step} of an incompatible '
+        'config:\n' + '\n'.join(lines) +
+        '\nUse another --workdir, or the same config. Nothing was overwritten.')
+  return meta
+
+
+def _flat_schedule(method: base.Method, num_epochs: int
+                  ) -> list[tuple[int, str, Any]]:
+  """[(epoch, network, learning_rate)] for every pass of the run, in order."""
+  return [(epoch, phase.network, phase.learning_rate)
+          for epoch in range(num_epochs)
+          for phase in method.schedule(epoch)
+          for _ in range(phase.passes)]
+
+
+def make_pass_fn(method: base.Method, network: str, *, num_batches: int,
+                 batch_size: int, mesh: jax.sharding.Mesh):
+  """A jitted full pass of `network`'s updates over the training set.
+
+  Returns:
+    run_pass(state, data, pass_index, learning_rate) -> (state, metrics,
+    finite): the state after `num_batches` updates on the batches of
+    permutation `fold_in(state.rng, pass_index)`; the pass's mean metrics; and
+    whether every loss and parameter is finite. `state` is donated.
+  """
+  update = method.updates[network]
+  batch_spec = sharding.batch_sharded(mesh)
+  replicated = sharding.replicated(mesh)
+
+  def run_pass(state, data, pass_index, learning_rate):
+    num_items = data['label'].shape[0]
+    order = jax.random.permutation(jax.random.fold_in(state.rng, pass_index),
+                                   num_items)
+    order = order[:num_batches * batch_size].reshape(num_batches, batch_size)
+
+    def step(state, index):
+      index = jax.lax.with_sharding_constraint(index, batch_spec)
+      batch = {
+          'index': index,
+          'label': data['label'][index],
+          'text': data['text'][index],
+          'image': preprocess.normalize(data['image'][index],
+                                        data['image_mean'],
+                                        data['image_inv_scale']),
+      }
+      batch = jax.lax.with_sharding_constraint(batch, batch_spec)
+      return update(state, batch, data, learning_rate)
+
+    state, metrics = jax.lax.scan(step, state, order)
+    metrics = jax.tree.map(jnp.mean, metrics)
+    finite = base.tree_all_finite((metrics, state.params, state.memory))
+    return state, metrics, finite
+
+  return jax.jit(run_pass, in_shardings=replicated,
+                 out_shardings=replicated, donate_argnums=0)
+
+
+def encode(method: base.Method, params: Any, modality: str,
+           inputs: np.ndarray, *, batch_size: int, mesh: jax.sharding.Mesh,
+           image_stats: tuple[np.ndarray, np.ndarray] | None = None
+          ) -> np.ndarray:
+  """Codes of every row of `inputs`, in batches split over the mesh.
+
+  Args:
+    method: the trained method.
+    params: its params (replicated).
+    modality: 'img', 'txt' or 'lab'.
+    inputs: [N, ...] host array (raw pixels/features for 'img').
+    batch_size: global batch; the last one is padded and the padding dropped.
+    mesh: the mesh.
+    image_stats: (mean, inv_scale) for 'img'.
+
+  Returns:
+    [N, K] int8 codes in {-1, +1}.
+  """
+
+  def encode_batch(params, x):
+    if modality == 'img':
+      x = preprocess.normalize(x, *image_stats)
+    return method.encode(params, modality, x)
+
+  fn = jax.jit(encode_batch,
+               in_shardings=(sharding.replicated(mesh),
+                             sharding.batch_sharded(mesh)),
+               out_shardings=sharding.batch_sharded(mesh))
+  processes, me = jax.process_count(), jax.process_index()
+  local = batch_size // processes
+  out = []
+  for start in range(0, len(inputs), batch_size):
+    chunk = inputs[start:start + batch_size]
+    padded = np.concatenate(
+        [chunk, np.zeros((batch_size - len(chunk),) + chunk.shape[1:],
+                         chunk.dtype)]) if len(chunk) < batch_size else chunk
+    x = sharding.host_to_global(padded[me * local:(me + 1) * local], mesh)
+    codes = multihost_utils.process_allgather(fn(params, x), tiled=True)
+    out.append(np.asarray(codes)[:len(chunk)])
+  return np.concatenate(out).astype(np.int8)
+
+
+def evaluate(method: base.Method, state: base.TrainState,
+             data: types.MultiModalData, split: types.Split,
+             config: ml_collections.ConfigDict, workdir: str,
+             mesh: jax.sharding.Mesh,
+             image_stats: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+  """Encodes query and retrieval sets; writes the mAP table, JSON, codes, plots.
+
+  Returns:
+    {'map': {direction: mAP}, 'random_map': {...} (if configured), 'table': str}
+  """
+  query, db = data.take(split.query), data.take(split.retrieval)
+  kw = dict(batch_size=config.eval.batch_size, mesh=mesh)
+  codes = {
+      'image_query': encode(method, state.params, 'img', query.images,
+                            image_stats=image_stats, **kw),
+      'text_query': encode(method, state.params, 'txt', query.texts, **kw),
+      'image_db': encode(method, state.params, 'img', db.images,
+                         image_stats=image_stats, **kw),
+      'text_db': encode(method, state.params, 'txt', db.texts, **kw),
+  }
+  name = f'{config.method.upper()} ({config.bits} bits)'
+  rows = {name: metrics_lib.cross_modal_map(codes, query.labels, db.labels)}
+  results = {'map': rows[name], 'bits': config.bits,
+             'num_query': len(split.query), 'num_retrieval': len(split.retrieval),
+             'relevance': 'shares at least one label',
+             'ties': 'database index order',
+             'no_relevant_item': 'AP counted as 0'}
+  if config.eval.random_baseline:
+    rng = np.random.default_rng(config.seed)
+    random_codes = {k: np.where(rng.standard_normal(v.shape) >= 0, 1,
+                                -1).astype(np.int8) for k, v in codes.items()}
+    random_name = f'random codes ({config.bits} bits)'
+    rows[random_name] = metrics_lib.cross_modal_map(random_codes, query.labels,
+                                                    db.labels)
+    results['random_map'] = rows[random_name]
+  table = report.format_map_table(rows)
+  results['table'] = table
+  if jax.process_index() == 0:
+    out = os.path.join(workdir, 'eval')
+    os.makedirs(out, exist_ok=True)
+    report.write_json(os.path.join(out, 'map.json'), results)
+    report.save_codes(os.path.join(out, 'codes.npz'),
+                      query_labels=query.labels, retrieval_labels=db.labels,
+                      **codes)
+    if config.eval.plots:
+      plots.plot_map_bars(rows, os.path.join(out, 'map.png'))
+      plots.plot_training_curves(os.path.join(workdir, 'metrics.jsonl'),
+                                 os.path.join(out, 'training_curves.png'))
+      plots.plot_precision_at_radius(codes, query.labels, db.labels,
+                                     os.path.join(out, 'precision_radius.png'))
+  return results
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       stop_after_passes: int | None = None
+                      ) -> dict[str, Any]:
+  """Trains `config.method`, resuming from `workdir`, then evaluates.
+
+  Args:
+    config: a locked run config (see configs/).
+    workdir: where checkpoints, metrics.jsonl, split.npz and eval/ go.
+    stop_after_passes: stop (without saving) once this invocation has run that
+      many passes, like a preempted job; for tests of exact resumption.
+
+  Returns:
+    The evaluation results (see `evaluate`), or {'stopped_at_pass': p} when
+    stopped early.
+  """
+  data, split = _load_data(config, workdir)
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch_size(config.train.batch_size, mesh)
+  sharding.check_batch_size(config.eval.batch_size, mesh,
+                            'config.eval.batch_size')
+  if config.dataset.num_train < config.train.batch_size:
+    raise ValueError(f'config.dataset.num_train={config.dataset.num_train} is '
+                     'smaller than config.train.batch_size='
+                     f'{config.train.batch_size}.')
+  checkpointer = checkpointing.Checkpointer(workdir,
+                                            config.train.max_checkpoints)
+  meta = _check_resumable(checkpointer, config)
+
+  train = data.take(split.train)
+  image_stats = preprocess.image_statistics(train.images,
+                                            config.model.image_normalization)
+  device_data = sharding.put_replicated(
+      {'image': train.images, 'text': train.texts, 'label': train.labels,
+       'image_mean': image_stats[0], 'image_inv_scale': image_stats[1]}, mesh)
+
+  method = method_registry.METHODS.get(config.method)(
+      config, num_labels=data.num_labels, text_dim=data.text_dim)
+  replicated = sharding.replicated(mesh)
+  state = jax.jit(method.init, out_shardings=replicated)(
+      jax.random.PRNGKey(config.seed), device_data)
+  start_pass = 0
+  if meta is not None:
+    state, meta = checkpointer.restore(checkpointer.latest_step(),
+                                       checkpointing.abstract_like(state))
+    start_pass = int(meta['pass_index'])
+    logging.info('Resumed from %s at pass %d (step %d).',
+                 checkpointer.directory, start_pass, int(state.step))
+  elif jax.process_index() == 0:
+    splits.save(os.path.join(workdir, 'split.npz'), split)
+
+  schedule = _flat_schedule(method, config.ssah.num_epochs)
+  num_batches = len(split.train) // config.train.batch_size
+  pass_fns = {
+      network: make_pass_fn(method, network, num_batches=num_batches,
+                            batch_size=config.train.batch_size, mesh=mesh)
+      for network in method.updates
+  }
+  writer = logging_utils.MetricsWriter(os.path.join(workdir, 'metrics.jsonl'))
+  bar = logging_utils.ProgressBar(
+      total=len(schedule) * num_batches, initial=start_pass * num_batches,
+      desc=f'{config.method} {config.bits} bits', unit='step',
+      disable=not config.train.progress)
+  pass_meta = lambda p: {'pass_index': p, 'num_passes': len(schedule),
+                         'config': config_utils.to_json_dict(config),
+                         'split_sha256': splits.checksum(split)}
+  passes_run = 0
+  try:
+    for p in range(start_pass, len(schedule)):
+      if stop_after_passes is not None and passes_run >= stop_after_passes:
+        return {'stopped_at_pass': p}
+      epoch, network, lr = schedule[p]
+      tic = time.perf_counter()
+      state, metrics, finite = pass_fns[network](
+          state, device_data, jnp.int32(p), jnp.asarray(lr, jnp.float32))
+      metrics = jax.device_get(metrics)
+      seconds = time.perf_counter() - tic
+      passes_run += 1
+      if not bool(finite):
+        checkpointer.wait()
+        last = checkpointer.latest_step()
+        raise NonFiniteError(
+            f'Pass {p} ({network}, epoch {epoch}) produced NaN/Inf: '
+            f'{ {k: float(v) for k, v in metrics.items()} }. The last good '
+            f'checkpoint ({"none" if last is None else f"pass {last}"}, in '
+            f'{checkpointer.directory}) is kept. Lower the learning rates or '
+            'use config.model.compute_dtype=float32.')
+      record = {'pass': p, 'epoch': epoch, 'network': network,
+                'step': int(state.step), 'seconds': seconds,
+                'items_per_second': num_batches * config.train.batch_size /
+                                    seconds,
+                'learning_rate': np.asarray(lr).tolist(),
+                **{k: float(v) for k, v in metrics.items()}}
+      writer.write(record)
+      bar.update(num_batches, net=network, loss=f'{record["loss"]:.4f}')
+      if (p + 1) % config.train.checkpoint_every_passes == 0 or (
+          p + 1 == len(schedule)):
+        checkpointer.save(p + 1, state, pass_meta(p + 1))
+  finally:
+    bar.close()
+    writer.close()
+    checkpointer.close()
+
+  results = evaluate(method, state, data, split, config, workdir, mesh,
+                     image_stats)
+  logging.info('mAP@all:\n%s', results['table'])
+  return results
+
+
+registry.TRAINERS.register('alternating')(train_and_evaluate)
