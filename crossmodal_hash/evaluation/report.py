@@ -1,0 +1,138 @@
+"""Evaluation outputs: a printed mAP table, a JSON report and the saved codes.
+
+Files are written atomically (a temporary file in the same directory, then
+`os.replace`), so a reader never sees a half-written report, and a crash leaves
+the previous version in place.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import json
+import math
+import os
+import tempfile
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from crossmodal_hash import logging_utils
+from crossmodal_hash.evaluation import metrics
+
+DIRECTION_NAMES = {'i2t': 'I->T', 't2i': 'T->I', 'i2i': 'I->I', 't2t': 'T->T'}
+
+
+def format_map_table(rows: Mapping[str, Mapping[str, float]],
+                     directions: Sequence[str] = metrics.DIRECTIONS,
+                     *,
+                     name_header: str = 'codes') -> str:
+  """A fixed-width text table of mAP, one row per named code set.
+
+  Example (`rows = {'SSAH (32 bits)': {'i2t': 0.71, ...}, ...}`):
+
+    codes                     I->T    T->I    I->I    T->T
+    ------------------------------------------------------
+    SSAH (32 bits)          0.7100  0.7000  0.6500  0.6900
+    random codes (32 bits)  0.3410  0.3401  0.3398  0.3405
+
+  Args:
+    rows: {row name: {direction: mAP}}, in display order; a direction missing
+      from a row (or a non-finite value) is shown as '-'.
+    directions: the columns, keys of the inner mappings (e.g. 'i2t').
+    name_header: the header of the name column.
+
+  Returns:
+    The table, lines joined by '\\n' (no trailing newline).
+  """
+  headers = [DIRECTION_NAMES.get(d, d) for d in directions]
+  name_width = max([len(name_header)] + [len(str(name)) for name in rows])
+  col_width = max([6] + [len(h) for h in headers])
+
+  def cell(value: Any) -> str:
+    if value is None:
+      return '-'
+    value = float(value)
+    return f'{value:.4f}' if math.isfinite(value) else '-'
+
+  lines = ['  '.join([name_header.ljust(name_width)] +
+                     [h.rjust(col_width) for h in headers])]
+  lines.append('-' * len(lines[0]))
+  for name, row in rows.items():
+    cells = [cell(row.get(d)).rjust(col_width) for d in directions]
+    lines.append('  '.join([str(name).ljust(name_width)] + cells))
+  return '\n'.join(lines)
+
+
+def _atomic_write(path: str | os.PathLike[str],
+                  write_fn: Callable[[BinaryIO], None]) -> None:
+  """Calls `write_fn` on a temporary binary file, then moves it onto `path`."""
+  path = os.fspath(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp_path = tempfile.mkstemp(
+      dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      write_fn(f)
+      f.flush()
+      os.fsync(f.fileno())
+    # mkstemp makes the file private (0600); keep an existing file's mode or
+    # use the usual 0644 for a new one.
+    mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
+    os.chmod(tmp_path, mode)
+    os.replace(tmp_path, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp_path)
+    raise
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+  """Writes `obj` as pretty-printed JSON, atomically.
+
+  Args:
+    path: the destination file; its directory is created if needed.
+    obj: nested dicts/lists of scalars; NumPy/JAX scalars and arrays are
+      converted to Python numbers and lists.
+  """
+  text = json.dumps(logging_utils.to_jsonable(obj), indent=2,
+                    ensure_ascii=False) + '\n'
+  _atomic_write(path, lambda f: f.write(text.encode('utf-8')))
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+  """Reads a file written by `write_json`."""
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def save_codes(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
+  """Saves codes and labels with `np.savez_compressed`, atomically.
+
+  Arrays whose name contains 'label' (e.g. `query_labels`) are stored as they
+  are; every other array must be ±1 codes and is stored as int8.
+
+  Example:
+    save_codes(path, image_query=bq, text_query=cq, image_db=bd, text_db=cd,
+               query_labels=lq, db_labels=ld)
+
+  Args:
+    path: the destination, used verbatim (no '.npz' is appended).
+    **arrays: codes ([M, K] in {-1, +1}, any dtype) and labels ([M, L]).
+  """
+  converted = {}
+  for name, array in arrays.items():
+    array = np.asarray(array)
+    if 'label' not in name:
+      if not np.all((array == 1) | (array == -1)):
+        raise ValueError(f'{name} must contain only -1 and +1 (names '
+                         "containing 'label' are stored unchanged).")
+      array = array.astype(np.int8)
+    converted[name] = array
+  _atomic_write(path, lambda f: np.savez_compressed(f, **converted))
+
+
+def load_codes(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+  """Reads a file written by `save_codes` into {name: array}."""
+  with np.load(path, allow_pickle=False) as data:
+    return {name: data[name] for name in data.files}

@@ -1,0 +1,144 @@
+"""Tests of crossmodal_hash.logging_utils."""
+import io
+import json
+import re
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from crossmodal_hash import logging_utils
+
+
+class _FakeClock:
+
+  def __init__(self):
+    self.now = 100.0
+
+  def __call__(self):
+    return self.now
+
+
+class _FakeTTY(io.StringIO):
+
+  def isatty(self):
+    return True
+
+
+def test_progress_bar_shows_rate_and_eta():
+  clock, stream = _FakeClock(), io.StringIO()
+  bar = logging_utils.ProgressBar(1000, 'train', stream=stream, clock=clock,
+                                  log_interval_s=0.0)
+  for _ in range(370):
+    clock.now += 1 / 30
+    bar.update(loss=np.float32(0.5234))
+  line = stream.getvalue().splitlines()[-1]
+  assert line.startswith('train  37% |')
+  assert '370/1000' in line
+  assert '[00:12<00:21, 30 step/s]' in line
+  assert line.endswith('loss=0.5234')
+  bar.close()
+
+
+def test_progress_bar_not_a_tty_prints_lines_rarely():
+  clock, stream = _FakeClock(), io.StringIO()
+  with logging_utils.ProgressBar(100, 'eval', unit='batch', stream=stream,
+                                 clock=clock) as bar:
+    for _ in range(100):
+      clock.now += 0.5  # 50 s in all: a line every 10 s at most.
+      bar.update()
+  lines = stream.getvalue().splitlines()
+  assert '\r' not in stream.getvalue()
+  assert 5 <= len(lines) <= 7
+  assert re.search(r'100/100 \[00:50<00:00, 2 batch/s\]', lines[-1])
+  assert lines[-1].startswith('eval 100% |██████████|')
+
+
+def test_progress_bar_tty_redraws_in_place():
+  clock, stream = _FakeClock(), _FakeTTY()
+  with logging_utils.ProgressBar(10, 'x', stream=stream, clock=clock,
+                                 min_interval_s=0.0) as bar:
+    for i in range(10):
+      clock.now += 1.0
+      bar.update(step=i)
+  text = stream.getvalue()
+  assert text.count('\r') == 10
+  assert text.endswith('\n') and text.count('\n') == 1
+  assert '10/10 [00:10<00:00, 1 step/s] step=9' in text
+
+
+def test_progress_bar_resumed_run_and_unknown_total():
+  clock, stream = _FakeClock(), io.StringIO()
+  with logging_utils.ProgressBar(1000, 'r', stream=stream, clock=clock,
+                                 initial=900) as bar:
+    clock.now += 10.0
+    bar.update(50)
+  line = stream.getvalue().splitlines()[-1]
+  # 50 steps in 10 s since the resume: 5 step/s, 50 steps left -> 10 s.
+  assert '950/1000 [00:10<00:10, 5 step/s]' in line
+  stream = io.StringIO()
+  with logging_utils.ProgressBar(None, 'u', stream=stream, clock=clock) as bar:
+    clock.now += 4.0
+    bar.update(8)
+  assert stream.getvalue() == 'u 8 [00:04, 2 step/s]\n'
+
+
+def test_progress_bar_disabled_writes_nothing():
+  stream = io.StringIO()
+  with logging_utils.ProgressBar(5, 'x', stream=stream, disable=True) as bar:
+    bar.update(5)
+  assert not stream.getvalue()
+
+
+def test_metrics_writer_round_trip(tmp_path):
+  path = tmp_path / 'logs' / 'metrics.jsonl'
+  records = [
+      {'step': np.int64(1), 'network': 'img', 'loss': np.float32(0.5),
+       'lr': jnp.float32(0.25), 'ok': np.bool_(True)},
+      {'step': 2, 'network': 'txt', 'loss': jnp.array(1.5),
+       'map/i2t': np.float64(0.75), 'hist': np.arange(3)},
+  ]
+  with logging_utils.MetricsWriter(path) as writer:
+    for record in records:
+      writer.write(record)
+  lines = path.read_text().splitlines()
+  assert len(lines) == 2
+  assert json.loads(lines[0]) == {'step': 1, 'network': 'img', 'loss': 0.5,
+                                  'lr': 0.25, 'ok': True}
+  read = logging_utils.read_metrics(path)
+  assert read[1] == {'step': 2, 'network': 'txt', 'loss': 1.5, 'map/i2t': 0.75,
+                     'hist': [0, 1, 2]}
+  assert type(read[0]['step']) is int and type(read[0]['loss']) is float
+  # Appends on reopen (a resumed run).
+  with logging_utils.MetricsWriter(path) as writer:
+    writer.write({'step': 3, 'loss': float('nan')})
+  read = logging_utils.read_metrics(path)
+  assert [r['step'] for r in read] == [1, 2, 3]
+  assert np.isnan(read[2]['loss'])
+
+
+def test_metrics_writer_flushes_each_record(tmp_path):
+  path = tmp_path / 'm.jsonl'
+  writer = logging_utils.MetricsWriter(path)
+  writer.write({'step': 1})
+  assert logging_utils.read_metrics(path) == [{'step': 1}]
+  writer.close()
+  with pytest.raises(ValueError, match='closed'):
+    writer.write({'step': 2})
+
+
+def test_metrics_writer_disabled_is_a_no_op(tmp_path):
+  path = tmp_path / 'm.jsonl'
+  writer = logging_utils.MetricsWriter(path, enabled=False)
+  writer.write({'step': 1})
+  writer.close()
+  assert not path.exists()
+
+
+def test_read_metrics_drops_truncated_last_line(tmp_path):
+  path = tmp_path / 'm.jsonl'
+  path.write_text('{"step": 1}\n\n{"step": 2}\n{"step": 3, "lo')
+  assert logging_utils.read_metrics(path) == [{'step': 1}, {'step': 2}]
+  path.write_text('{"step": 1}\n{"ste\n{"step": 3}\n')
+  with pytest.raises(json.JSONDecodeError):
+    logging_utils.read_metrics(path)

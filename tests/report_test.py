@@ -1,0 +1,171 @@
+"""Tests of crossmodal_hash.evaluation.report and .plots."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from crossmodal_hash import logging_utils
+from crossmodal_hash.evaluation import metrics
+from crossmodal_hash.evaluation import plots
+from crossmodal_hash.evaluation import report
+
+_PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+_ROWS = {
+    'SSAH (32 bits)': {'i2t': 0.71234, 't2i': 0.70019, 'i2i': 0.65,
+                       't2t': 0.6875},
+    'random codes (32 bits)': {'i2t': 0.34101, 't2i': 0.34012, 'i2i': 0.33981,
+                               't2t': 0.34049},
+}
+
+
+def _assert_png(path):
+  assert os.path.getsize(path) > 1000
+  with open(path, 'rb') as f:
+    assert f.read(8) == _PNG_MAGIC
+
+
+def test_format_map_table_contains_names_and_numbers():
+  table = report.format_map_table(_ROWS)
+  lines = table.splitlines()
+  assert len(lines) == 4
+  for header in ('I->T', 'T->I', 'I->I', 'T->T'):
+    assert header in lines[0]
+  assert lines[0].index('I->T') < lines[0].index('T->I') < lines[0].index(
+      'I->I') < lines[0].index('T->T')
+  assert set(lines[1]) == {'-'}
+  assert lines[2].startswith('SSAH (32 bits)')
+  assert lines[3].startswith('random codes (32 bits)')
+  for number in ('0.7123', '0.7002', '0.6500', '0.6875', '0.3410', '0.3401',
+                 '0.3398', '0.3405'):
+    assert number in table
+  # Fixed width: every line has the same length and the columns line up.
+  assert len({len(line) for line in lines}) == 1
+  assert lines[2].index('0.7123') == lines[3].index('0.3410')
+
+
+def test_format_map_table_missing_values_and_subset_of_directions():
+  rows = {'a': {'i2t': 0.5, 't2i': float('nan')},
+          'b': {'i2t': np.float32(0.25)}}
+  table = report.format_map_table(rows, directions=('i2t', 't2i'))
+  assert 'I->I' not in table
+  lines = table.splitlines()
+  assert lines[2].split() == ['a', '0.5000', '-']
+  assert lines[3].split() == ['b', '0.2500', '-']
+
+
+def test_write_json_round_trip_with_numpy(tmp_path):
+  path = tmp_path / 'sub' / 'report.json'
+  obj = {'map': {'i2t': np.float64(0.5), 't2i': np.float32(0.25)},
+         'bits': np.int64(32), 'ok': np.bool_(True),
+         'curve': np.arange(3, dtype=np.int32), 'list': (1, np.int8(2)),
+         'table': [[np.float16(1.5)]]}
+  report.write_json(path, obj)
+  expected = {'map': {'i2t': 0.5, 't2i': 0.25}, 'bits': 32, 'ok': True,
+              'curve': [0, 1, 2], 'list': [1, 2], 'table': [[1.5]]}
+  assert report.read_json(path) == expected
+  with open(path) as f:
+    text = f.read()
+  assert json.loads(text) == expected
+  assert '\n  "map"' in text  # pretty-printed
+  # Overwriting replaces the file and leaves no temporary file behind.
+  report.write_json(path, {'a': 1})
+  assert report.read_json(path) == {'a': 1}
+  assert os.listdir(path.parent) == ['report.json']
+
+
+def test_write_json_failure_keeps_old_file(tmp_path):
+  path = tmp_path / 'report.json'
+  report.write_json(path, {'a': 1})
+  with pytest.raises(TypeError):
+    report.write_json(path, {'a': object()})
+  assert report.read_json(path) == {'a': 1}
+  assert os.listdir(tmp_path) == ['report.json']
+
+
+def test_save_codes_round_trip(tmp_path):
+  rng = np.random.default_rng(0)
+  codes = np.where(rng.random((7, 16)) < 0.5, -1.0, 1.0).astype(np.float32)
+  labels = (rng.random((7, 3)) < 0.5).astype(np.uint8)
+  path = tmp_path / 'codes.npz'
+  report.save_codes(path, image_db=codes, text_db=codes.astype(np.int32),
+                    db_labels=labels)
+  loaded = report.load_codes(path)
+  assert sorted(loaded) == ['db_labels', 'image_db', 'text_db']
+  assert loaded['image_db'].dtype == np.int8
+  np.testing.assert_array_equal(loaded['image_db'], codes)
+  np.testing.assert_array_equal(loaded['text_db'], codes)
+  np.testing.assert_array_equal(loaded['db_labels'], labels)
+  assert loaded['db_labels'].dtype == np.uint8
+  with np.load(path) as data:  # a plain npz file
+    assert sorted(data.files) == ['db_labels', 'image_db', 'text_db']
+  with pytest.raises(ValueError, match='image_db'):
+    report.save_codes(tmp_path / 'bad.npz', image_db=np.zeros((2, 4)))
+  assert sorted(os.listdir(tmp_path)) == ['codes.npz']
+
+
+def test_plot_training_curves(tmp_path):
+  path = str(tmp_path / 'metrics.jsonl')
+  with logging_utils.MetricsWriter(path) as writer:
+    for step in range(0, 200, 10):
+      for network in ('img', 'txt', 'lab'):
+        writer.write({'step': step, 'network': network, 'epoch': step // 100,
+                      'loss': np.float32(1.0 / (step + 1))})
+    writer.write({'step': 100, 'map/i2t': 0.5, 'map/t2i': 0.4})
+    writer.write({'step': 200, 'map/i2t': 0.6, 'map/t2i': 0.45})
+  out = tmp_path / 'curves.png'
+  plots.plot_training_curves(path, str(out))
+  _assert_png(out)
+
+
+def test_plot_training_curves_negative_loss_and_no_records(tmp_path):
+  path = tmp_path / 'metrics.jsonl'
+  path.write_text('{"step": 0, "loss": -1.0}\n{"step": 1, "loss": NaN}\n'
+                  '{"step": 2, "loss": 0.5}\n')
+  plots.plot_training_curves(str(path), str(tmp_path / 'a.png'))
+  _assert_png(tmp_path / 'a.png')
+  empty = tmp_path / 'empty.jsonl'
+  empty.write_text('')
+  plots.plot_training_curves(str(empty), str(tmp_path / 'b.png'))
+  _assert_png(tmp_path / 'b.png')
+
+
+def test_plot_map_bars(tmp_path):
+  out = tmp_path / 'bars.png'
+  plots.plot_map_bars(_ROWS, str(out))
+  _assert_png(out)
+  plots.plot_map_bars({'a': {'i2t': 0.5}}, str(tmp_path / 'partial.png'))
+  _assert_png(tmp_path / 'partial.png')
+
+
+def test_plot_precision_at_radius(tmp_path):
+  rng = np.random.default_rng(1)
+  k, q, n = 24, 12, 80
+
+  def codes(m):
+    return np.where(rng.random((m, k)) < 0.5, -1, 1).astype(np.int8)
+
+  all_codes = {'image_query': codes(q), 'text_query': codes(q),
+               'image_db': codes(n), 'text_db': codes(n)}
+  ql = (rng.random((q, 4)) < 0.3).astype(np.uint8)
+  dl = (rng.random((n, 4)) < 0.3).astype(np.uint8)
+  out = tmp_path / 'radius.png'
+  curves = plots.plot_precision_at_radius(all_codes, ql, dl, str(out))
+  _assert_png(out)
+  assert sorted(curves) == ['i2t', 't2i']
+  for direction, curve in curves.items():
+    assert len(curve.radius) == k + 1
+    # Random 24-bit codes: small balls are empty, so some points are undefined.
+    assert not curve.defined[0] and curve.defined[-1]
+    assert np.all(np.isfinite(curve.precision))
+    assert np.all(np.isfinite(curve.recall))
+    query_key, db_key = metrics.DIRECTION_PAIRS[direction]
+    expected = metrics.precision_recall_at_radius(
+        all_codes[query_key], all_codes[db_key], ql, dl)
+    np.testing.assert_array_equal(curve.precision, expected.precision)
+  curves = plots.plot_precision_at_radius(all_codes, ql, dl,
+                                          str(tmp_path / 'r2.png'),
+                                          max_radius=3)
+  assert len(curves['i2t'].radius) == 4
+  _assert_png(tmp_path / 'r2.png')
