@@ -1,0 +1,66 @@
+"""Output heads shared by every hashing network."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from crossmodal_hash.models import layers
+
+
+class HashHead(nn.Module):
+  """Semantic feature [B, S] -> Dense(bits) -> tanh -> codes [B, K] in (-1, 1).
+
+  The tanh is taken in float32, so the codes are float32 whatever `dtype` is.
+  Param tree: {'dense': {'kernel': [S, K], 'bias': [K]}}.
+
+  Attributes:
+    bits: code length K.
+    init_std: std of the normal kernel initialiser; None = Flax's default.
+    dtype: computation dtype of the Dense layer.
+    param_dtype: parameter dtype.
+  """
+  bits: int
+  init_std: float | None = 0.01
+  dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [B, S] float -> [B, bits] float32 in (-1, 1)."""
+    x = nn.Dense(
+        self.bits,
+        kernel_init=layers.kernel_init(self.init_std),
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name='dense')(x)
+    return jnp.tanh(x.astype(jnp.float32))
+
+
+class LabelHead(nn.Module):
+  """Semantic feature [B, S] -> Dense(num_labels) -> logits [B, L] (float32).
+
+  The sigmoid is left to the losses. Param tree:
+  {'dense': {'kernel': [S, L], 'bias': [L]}}.
+
+  Attributes:
+    num_labels: number of labels L.
+    init_std: std of the normal kernel initialiser; None = Flax's default.
+    dtype: computation dtype of the Dense layer.
+    param_dtype: parameter dtype.
+  """
+  num_labels: int
+  init_std: float | None = 0.01
+  dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [B, S] float -> [B, num_labels] float32 logits."""
+    x = nn.Dense(
+        self.num_labels,
+        kernel_init=layers.kernel_init(self.init_std),
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name='dense')(x)
+    return x.astype(jnp.float32)

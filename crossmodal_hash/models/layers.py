@@ -1,0 +1,84 @@
+"""Shared building blocks: local response normalisation and initialisers."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+Initializer = Callable[..., jax.Array]
+
+
+def local_response_norm(x: jax.Array,
+                        depth_radius: int = 2,
+                        bias: float = 2.0,
+                        alpha: float = 1e-4,
+                        beta: float = 0.75) -> jax.Array:
+  """Local response normalisation over the last axis (TensorFlow semantics).
+
+  Matches `tf.nn.local_response_normalization` (and MatConvNet's `vl_nnnormalize`
+  with N = 2 * depth_radius + 1, kappa = bias, alpha = alpha, beta = beta):
+
+    sqr_sum[..., d] = sum_{d' = d - r}^{d + r} x[..., d'] ** 2   (zero padded)
+    out = x / (bias + alpha * sqr_sum) ** beta
+
+  The window sum is 2r + 1 shifted slices of the padded squares (no [C, C]
+  matrix), computed in float32 whatever the input dtype.
+
+  Args:
+    x: [..., C] float, normalised along the last (channel) axis.
+    depth_radius: r >= 0, half-width of the channel window.
+    bias: additive constant (TensorFlow `bias`, MatConvNet `kappa`).
+    alpha: scale of the sum of squares.
+    beta: exponent.
+
+  Returns:
+    [..., C] with the dtype of `x`.
+  """
+  if depth_radius < 0:
+    raise ValueError(f'depth_radius must be >= 0, got {depth_radius}.')
+  xf = x.astype(jnp.float32)
+  channels = x.shape[-1]
+  r = int(depth_radius)
+  padded = jnp.pad(jnp.square(xf), [(0, 0)] * (x.ndim - 1) + [(r, r)])
+  sqr_sum = padded[..., 0:channels]
+  for shift in range(1, 2 * r + 1):
+    sqr_sum = sqr_sum + padded[..., shift:shift + channels]
+  out = xf * jnp.power(bias + alpha * sqr_sum, -beta)
+  return out.astype(x.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalResponseNorm:
+  """Hyper-parameters of a parameter-free LRN, usable as a module field.
+
+  Defaults are CNN-F's (and SSAH's): depth radius 2, bias 2, alpha 1e-4,
+  beta 0.75. Calling the object applies `local_response_norm`.
+  """
+  depth_radius: int = 2
+  bias: float = 2.0
+  alpha: float = 1e-4
+  beta: float = 0.75
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [..., C] float -> [..., C], same dtype."""
+    return local_response_norm(x, self.depth_radius, self.bias, self.alpha,
+                               self.beta)
+
+
+def normal_init(std: float) -> Initializer:
+  """Zero-mean normal initialiser with standard deviation `std`.
+
+  SSAH initialises every new layer with std 0.01.
+  """
+  return nn.initializers.normal(stddev=std)
+
+
+def kernel_init(std: float | None) -> Initializer:
+  """`normal_init(std)`, or Flax's default (LeCun normal) when `std` is None."""
+  if std is None:
+    return nn.initializers.lecun_normal()
+  return normal_init(std)
