@@ -43,6 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 128
+  config.train.batches_per_call = 0  # 0: a whole pass per call on GPU/TPU, 1 on CPU.
   config.train.checkpoint_every_passes = 5
   config.train.max_checkpoints = 2
   config.train.progress = True

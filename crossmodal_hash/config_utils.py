@@ -10,6 +10,7 @@ import ml_collections
 # change how a run is executed or reported, not what it computes.
 RESUMABLE_CHANGES = (
     'train.checkpoint_every_passes', 'train.max_checkpoints', 'train.progress',
+    'train.batches_per_call',
     'mesh', 'eval', 'ssah.num_epochs',
 )
 

@@ -8,3 +8,37 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 jax.config.update('jax_num_cpu_devices', 8)
+
+import os.path  # pylint: disable=g-import-not-at-top,wrong-import-position
+import sys  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), 'shared', 'data')
+sys.path.insert(0, os.path.join(REPO_ROOT, 'configs'))
+
+# Small enough for a few seconds per run on 2 CPU cores; batch 32 splits over
+# the 8 simulated devices.
+TINY_OVERRIDES = ','.join([
+    'bits=16', 'dataset.num_items=600', 'dataset.num_query=96',
+    'dataset.num_train=256', 'dataset.num_labels=8', 'dataset.vocab_size=200',
+    'dataset.image_size=16', 'dataset.feature_dim=64',
+    'model.semantic_dim=32', 'model.label_hidden=64', 'model.text_hidden=64',
+    'model.image_mlp_features=64', 'model.discriminator_hidden=32;16',
+    'ssah.num_epochs=2', 'ssah.lab_passes=1', 'ssah.dis_passes=1',
+    'ssah.img_passes=1;1', 'ssah.txt_passes=1', 'train.batch_size=32',
+    'train.checkpoint_every_passes=1', 'train.progress=false',
+    'eval.batch_size=64', 'eval.plots=false',
+])
+
+
+@pytest.fixture(name='tiny_config')
+def _tiny_config():
+  """Builds a tiny SSAH synthetic config: tiny_config('bits=32', ...)."""
+  import ssah_synthetic  # pylint: disable=g-import-not-at-top
+
+  def make(*extra: str):
+    return ssah_synthetic.get_config(','.join((TINY_OVERRIDES,) + extra))
+
+  return make

@@ -97,6 +97,7 @@ def image_encoder(model: ml_collections.ConfigDict, dtype: Any):
                    "'cnnf', 'cnnf_small' or 'feature_mlp'.")
 
 
+@registry.METHODS.register('ssah')
 class SSAH:
   """SSAH's networks, losses, updates and schedule, built from a config."""
 
@@ -405,8 +406,3 @@ def _replace(state, name, params, opt, memory):
 def _metrics(terms, weighted):
   return {'loss': weighted(terms), **terms}
 
-
-@registry.METHODS.register('ssah')
-def build(config: ml_collections.ConfigDict, *, num_labels: int,
-          text_dim: int) -> SSAH:
-  return SSAH(config, num_labels=num_labels, text_dim=text_dim)
