@@ -38,7 +38,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.text_hidden = 1024  # SSAH: 4096; 1024 keeps the CPU demo short.
   config.model.text_pool_windows = (5, 10, 15, 30, 50)
   config.model.discriminator_hidden = (512, 256)
-  config.model.init_std = 0.01
+  # SSAH's 0.01 suits heads on a pretrained CNN-F; from scratch, 0.01 leaves
+  # LabNet's features near zero (mean |f| 0.02) and the codes collapse.
+  config.model.init_std = 0.1
   config.model.compute_dtype = 'float32'
 
   config.ssah = ssah.default_config()
