@@ -41,19 +41,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.ssah.sim_positive = 0.999  # As in the official code.
   config.ssah.num_epochs = 10
 
-  config.train = ml_collections.ConfigDict()
-  config.train.batch_size = 128
-  config.train.batches_per_call = 0  # 0: a whole pass per call on GPU/TPU, 1 on CPU.
-  config.train.checkpoint_every_passes = 5
-  config.train.max_checkpoints = 2
-  config.train.progress = True
-
-  config.eval = ml_collections.ConfigDict()
-  config.eval.batch_size = 256
-  config.eval.random_baseline = True
-  config.eval.plots = True
-
-  config.mesh = ml_collections.ConfigDict()
-  config.mesh.data = -1
-  config.mesh.model = 1
+  config_utils.add_run_defaults(config, checkpoint_every_passes=5)
   return config_utils.apply_arg(config, arg)

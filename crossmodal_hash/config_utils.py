@@ -15,6 +15,28 @@ RESUMABLE_CHANGES = (
 )
 
 
+def add_run_defaults(config: ml_collections.ConfigDict, *,
+                     checkpoint_every_passes: int) -> ml_collections.ConfigDict:
+  """Adds the `train`, `eval` and `mesh` sections every config shares."""
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 128
+  # Batches per jitted call; 0: a whole pass on GPU/TPU, one batch on CPU.
+  config.train.batches_per_call = 0
+  config.train.checkpoint_every_passes = checkpoint_every_passes
+  config.train.max_checkpoints = 2
+  config.train.progress = True
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 256
+  config.eval.random_baseline = True
+  config.eval.plots = True
+
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1  # All devices.
+  config.mesh.model = 1
+  return config
+
+
 def apply_arg(config: ml_collections.ConfigDict,
               arg: str | None) -> ml_collections.ConfigDict:
   """Applies a config-file argument such as `bits=64,train.batch_size=256`.
