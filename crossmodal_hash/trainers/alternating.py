@@ -181,11 +181,9 @@ def run_pass(steps_fn, state, data, *, pass_index: int, num_batches: int,
     state, metrics, finite = steps_fn(state, data, jnp.int32(pass_index),
                                       jnp.int32(first), lr)
     results.append((metrics, finite))
-  metrics, finite = jax.device_get(results[-1]) if len(results) == 1 else (
-      jax.device_get(jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)),
-                                  *[m for m, _ in results])),
-      jax.device_get(jnp.all(jnp.stack([f for _, f in results]))))
-  return state, {k: float(v) for k, v in metrics.items()}, bool(finite)
+  metrics, finite = zip(*jax.device_get(results))
+  mean = {k: float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
+  return state, mean, bool(np.all(finite))
 
 
 def encode(method: base.Method, params: Any, modality: str,
