@@ -17,7 +17,7 @@ Paper versus official code, each behind a config switch (default: paper):
     residual (see `losses.pairwise_likelihood`).
   * `adversarial`: 'paper' lets the adversarial gradient reach ImgNet/TxtNet;
     'official_code' computes the term on stop-gradient copies (the official code
-    feeds stored features through placeholders), so it never does.
+    feeds stored copies of the features in as inputs), so it never does.
   * `label_loss`: the code's squared error ('mse') or 'bce'.
 Schedule (official code): each outer epoch trains LabNet for (10, 5) passes,
 the discriminators for (1, 1), ImgNet for (15, 7, 5) and TxtNet for (15, 7, 5),

@@ -117,12 +117,7 @@ class CNNF(nn.Module):
 
     x = x.reshape((x.shape[0], -1))
     for j, features in enumerate(self.fc_features):
-      x = nn.Dense(
-          features,
-          kernel_init=kinit,
-          dtype=self.dtype,
-          param_dtype=self.param_dtype,
-          name=f'fc{n + 1 + j}')(x)
+      x = layers.dense(self, features, f'fc{n + 1 + j}')(x)
       x = nn.relu(x)
     return x
 

@@ -30,20 +30,9 @@ class Discriminator(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """x: [B, D] float -> [B] float32 logits (sigmoid applied by the loss)."""
-    kinit = layers.kernel_init(self.init_std)
     x = x.astype(self.dtype)
     for i, width in enumerate(self.hidden):
-      x = nn.Dense(
-          width,
-          kernel_init=kinit,
-          dtype=self.dtype,
-          param_dtype=self.param_dtype,
-          name=f'dense_{i}')(x)
+      x = layers.dense(self, width, f'dense_{i}')(x)
       x = nn.relu(x)
-    x = nn.Dense(
-        1,
-        kernel_init=kinit,
-        dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        name='logit')(x)
+    x = layers.dense(self, 1, 'logit')(x)
     return x[..., 0].astype(jnp.float32)

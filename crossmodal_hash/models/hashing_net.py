@@ -56,12 +56,7 @@ class HashingNet(nn.Module):
   def __call__(self, x: jax.Array) -> HashOutputs:
     """x: the encoder's input, e.g. [B, H, W, 3] images -> HashOutputs (float32)."""
     h = self.encoder(x)
-    feature = nn.Dense(
-        self.semantic_dim,
-        kernel_init=layers.kernel_init(self.init_std),
-        dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        name='semantic')(h)
+    feature = layers.dense(self, self.semantic_dim, 'semantic')(h)
     feature = nn.relu(feature)
     code = heads.HashHead(
         self.bits,

@@ -28,12 +28,7 @@ class HashHead(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """x: [B, S] float -> [B, bits] float32 in (-1, 1)."""
-    x = nn.Dense(
-        self.bits,
-        kernel_init=layers.kernel_init(self.init_std),
-        dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        name='dense')(x)
+    x = layers.dense(self, self.bits, 'dense')(x)
     return jnp.tanh(x.astype(jnp.float32))
 
 
@@ -57,10 +52,5 @@ class LabelHead(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """x: [B, S] float -> [B, num_labels] float32 logits."""
-    x = nn.Dense(
-        self.num_labels,
-        kernel_init=layers.kernel_init(self.init_std),
-        dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        name='dense')(x)
+    x = layers.dense(self, self.num_labels, 'dense')(x)
     return x.astype(jnp.float32)

@@ -31,12 +31,7 @@ class LabelEncoder(nn.Module):
   @nn.compact
   def __call__(self, labels: jax.Array) -> jax.Array:
     """labels: [B, L] multi-hot (any numeric dtype) -> [B, hidden] in `dtype`."""
-    x = nn.Dense(
-        self.hidden,
-        kernel_init=layers.kernel_init(self.init_std),
-        dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        name='dense')(labels.astype(self.dtype))
+    x = layers.dense(self, self.hidden, 'dense')(labels.astype(self.dtype))
     x = nn.relu(x)
     if self.lrn_final:
       x = self.lrn(x)

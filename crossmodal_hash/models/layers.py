@@ -77,6 +77,17 @@ def normal_init(std: float) -> Initializer:
   return nn.initializers.normal(stddev=std)
 
 
+def dense(module: nn.Module, features: int, name: str) -> nn.Dense:
+  """A Dense layer with `module`'s init_std, dtype and param_dtype.
+
+  Called inside `module`'s compact `__call__`, so the layer is its child,
+  named `name`.
+  """
+  return nn.Dense(features, kernel_init=kernel_init(module.init_std),
+                  dtype=module.dtype, param_dtype=module.param_dtype,
+                  name=name)
+
+
 def kernel_init(std: float | None) -> Initializer:
   """`normal_init(std)`, or Flax's default (LeCun normal) when `std` is None."""
   if std is None:

@@ -39,15 +39,9 @@ class MLP(nn.Module):
     if not self.features:
       raise ValueError('MLP.features must name at least one layer.')
     x = x.astype(self.dtype)
-    kinit = layers.kernel_init(self.init_std)
     last = len(self.features) - 1
     for i, width in enumerate(self.features):
-      x = nn.Dense(
-          width,
-          kernel_init=kinit,
-          dtype=self.dtype,
-          param_dtype=self.param_dtype,
-          name=f'dense_{i}')(x)
+      x = layers.dense(self, width, f'dense_{i}')(x)
       if i < last or self.activate_final:
         x = nn.relu(x)
     if self.lrn_final:

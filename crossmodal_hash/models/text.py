@@ -50,12 +50,8 @@ class MultiScaleFusion(nn.Module):
     for w in self.pool_windows:
       length = vocab // w
       pooled = xf[:, :length * w].reshape(batch, length, w).mean(axis=-1)
-      y = nn.Dense(
-          1,
-          kernel_init=layers.kernel_init(self.init_std),
-          dtype=self.dtype,
-          param_dtype=self.param_dtype,
-          name=f'branch_{w}')(pooled.astype(self.dtype)[..., None])
+      y = layers.dense(self, 1, f'branch_{w}')(
+          pooled.astype(self.dtype)[..., None])
       y = nn.relu(y[..., 0])
       y = jax.image.resize(y, (batch, vocab), method='linear')
       channels.append(y.astype(self.dtype))
@@ -95,12 +91,8 @@ class MultiScaleTextEncoder(nn.Module):
         dtype=self.dtype,
         param_dtype=self.param_dtype,
         name='fusion')(x)
-    y = nn.Dense(
-        self.hidden,
-        kernel_init=layers.kernel_init(self.init_std),
-        dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        name='dense')(fused.reshape((fused.shape[0], -1)))
+    y = layers.dense(self, self.hidden, 'dense')(
+        fused.reshape((fused.shape[0], -1)))
     y = nn.relu(y)
     if self.lrn_final:
       y = self.lrn(y)
