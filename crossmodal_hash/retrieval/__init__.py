@@ -1,0 +1,1 @@
+"""Bit-packed Hamming retrieval: packing, distances, exact top-k, indexes."""
