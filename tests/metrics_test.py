@@ -38,8 +38,12 @@ def _ref_average_precision(qc, dc, ql, dl):
   return np.array(aps, dtype=np.float64)
 
 
-def _ref_radius_curve(qc, dc, ql, dl, max_radius):
-  """Mean precision (over non-empty balls) and recall (over R > 0) by radius."""
+def _ref_radius_curve(qc, dc, ql, dl, max_radius, empty):
+  """Mean precision (over non-empty balls) and recall by radius.
+
+  Queries without relevant items: recall 0 under 'zero', and left out of both
+  means under 'skip'.
+  """
   precision, recall, num_defined = [], [], []
   for r in range(max_radius + 1):
     p_vals, r_vals = [], []
@@ -47,10 +51,11 @@ def _ref_radius_curve(qc, dc, ql, dl, max_radius):
       ball = [j for j in range(len(dc)) if _ref_distance(qc[i], dc[j]) <= r]
       rel = [j for j in range(len(dc)) if _ref_relevant(ql[i], dl[j])]
       rel_in_ball = [j for j in ball if _ref_relevant(ql[i], dl[j])]
+      if not rel and empty == 'skip':
+        continue
       if ball:
         p_vals.append(len(rel_in_ball) / len(ball))
-      if rel:
-        r_vals.append(len(rel_in_ball) / len(rel))
+      r_vals.append(len(rel_in_ball) / len(rel) if rel else 0.0)
     precision.append(sum(p_vals) / len(p_vals) if p_vals else 0.0)
     recall.append(sum(r_vals) / len(r_vals) if r_vals else 0.0)
     num_defined.append(len(p_vals))
@@ -278,6 +283,47 @@ def test_average_precision_property(seed, q, n, k, num_labels, block):
   assert np.all((got >= 0) & (got <= 1))
 
 
+def test_average_precision_tie_aware_and_skip_policy():
+  # K = 1: distances 0 or 1. Query 0 relevant to items 0 and 2 only.
+  query = np.array([[1], [1]])
+  db = np.array([[1], [1], [-1], [-1]])  # distances 0, 0, 1, 1
+  ql = np.array([[1, 0], [0, 1]])
+  dl = np.array([[1, 0], [0, 0], [1, 0], [0, 0]])  # query 1: no relevant item
+  # Index order: ranks 1..4 = items 0, 1, 2, 3; hits at 1 and 3: (1 + 2/3)/2.
+  np.testing.assert_allclose(metrics.average_precision(query, db, ql, dl),
+                             [5 / 6, 0.0], rtol=1e-15)
+  # Tie-aware: each tie group of 2 holds one relevant item, first or second
+  # with probability 1/2: its precision is (1/1 + 1/2) / 2 = 3/4 in the first
+  # group and (2/3 + 2/4) / 2 = 7/12 in the second; AP = (3/4 + 7/12) / 2.
+  np.testing.assert_allclose(
+      metrics.average_precision(query, db, ql, dl, ties='tie_aware'),
+      [2 / 3, 0.0], rtol=1e-15)
+  assert metrics.mean_average_precision(query, db, ql, dl) == pytest.approx(
+      5 / 12)
+  assert metrics.mean_average_precision(
+      query, db, ql, dl, empty='skip') == pytest.approx(5 / 6)
+  assert metrics.mean_average_precision(
+      query, db, ql, dl, ties='tie_aware', empty='skip') == pytest.approx(2 / 3)
+
+
+def test_evaluate_hamming_and_cosine_report_every_metric():
+  qc, dc, ql, dl = _problem(16, 10, 120, 16)
+  result = metrics.evaluate_hamming(qc, dc, ql, dl)
+  assert set(result['map']) == {'index', 'tie_aware'}
+  assert result['map']['index'] == pytest.approx(
+      metrics.mean_average_precision(qc, dc, ql, dl), rel=1e-12)
+  assert result['map_at_k']['k'] == [100]  # cutoffs above N = 120 dropped
+  assert len(result['pr_radius']['radius']) == 17
+  # ±1 codes as embeddings: cosine = 1 - 2 d / K, the same ranking and ties.
+  cosine = metrics.evaluate_cosine(qc.astype(np.float64), dc, ql, dl)
+  assert 'pr_radius' not in cosine
+  for policy in ('index', 'tie_aware'):
+    assert cosine['map'][policy] == pytest.approx(result['map'][policy],
+                                                  rel=1e-12)
+    np.testing.assert_allclose(cosine['ndcg_at_k'][policy],
+                               result['ndcg_at_k'][policy], rtol=1e-12)
+
+
 # ---------------------------------------------------------------------------
 # cross_modal_map.
 # ---------------------------------------------------------------------------
@@ -333,20 +379,22 @@ def test_cross_modal_map_subset_and_missing_keys():
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('seed,q,n,k,max_radius,block', [
-    (13, 11, 60, 8, None, 4),
-    (14, 7, 45, 12, 5, 256),
-    (15, 6, 30, 20, 3, 5),  # long codes, small radius: empty balls are likely
+@pytest.mark.parametrize('seed,q,n,k,max_radius,block,empty', [
+    (13, 11, 60, 8, None, 4, 'skip'),
+    (13, 11, 60, 8, None, 4, 'zero'),
+    (14, 7, 45, 12, 5, 256, 'zero'),
+    (15, 6, 30, 20, 3, 5, 'skip'),  # long codes, small radius: empty balls
 ])
 def test_precision_recall_at_radius_matches_reference(seed, q, n, k, max_radius,
-                                                      block):
+                                                      block, empty):
   qc, dc, ql, dl = _problem(seed, q, n, k, 'multi')
   ql[0] = 0  # a query with no relevant item
   curve = metrics.precision_recall_at_radius(qc, dc, ql, dl,
                                              max_radius=max_radius,
-                                             query_block=block)
+                                             empty=empty, query_block=block)
   r_max = k if max_radius is None else max_radius
-  precision, recall, num_defined = _ref_radius_curve(qc, dc, ql, dl, r_max)
+  precision, recall, num_defined = _ref_radius_curve(qc, dc, ql, dl, r_max,
+                                                     empty)
   np.testing.assert_array_equal(curve.radius, np.arange(r_max + 1))
   np.testing.assert_allclose(curve.precision, precision, rtol=1e-12, atol=1e-15)
   np.testing.assert_allclose(curve.recall, recall, rtol=1e-12, atol=1e-15)
@@ -354,7 +402,9 @@ def test_precision_recall_at_radius_matches_reference(seed, q, n, k, max_radius,
   assert np.all(np.isfinite(curve.precision)) and np.all(np.isfinite(
       curve.recall))
   if max_radius is None:
-    assert curve.recall[-1] == pytest.approx(1.0)
+    has_rel = [any(_ref_relevant(a, b) for b in dl) for a in ql]
+    expected = 1.0 if empty == 'skip' else np.mean(has_rel)
+    assert curve.recall[-1] == pytest.approx(expected)
 
 
 def test_precision_at_radius_empty_balls_are_marked_undefined():

@@ -1,6 +1,7 @@
 """Tests of crossmodal_hash.evaluation.report and .plots."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -169,3 +170,48 @@ def test_plot_precision_at_radius(tmp_path):
                                           max_radius=3)
   assert len(curves['i2t'].radius) == 4
   _assert_png(tmp_path / 'r2.png')
+
+
+def _direction_summary(value):
+  return {'map': {'index': value, 'tie_aware': value + 0.001},
+          'map_at_k': {'k': [100], 'truncated': [value + 0.1],
+                       'dcmh': [value + 0.2]},
+          'precision_at_n': {'n': [1, 10, 100], 'index': [0.9, 0.8, 0.7],
+                             'tie_aware': [0.91, 0.81, 0.71]},
+          'pr_radius': {'radius': [0, 1, 2, 3], 'precision': [0, 0, 0.55, 0.5],
+                        'recall': [0, 0, 0.25, 1.0],
+                        'num_defined': [0, 0, 3, 4]}}
+
+
+def test_format_evaluation_table():
+  results = {
+      'headline': {'metric': 'map', 'ties': 'tie_aware', 'empty': 'skip'},
+      'map': {'a (16 bits)': {'i2t': 0.5, 't2i': 0.25},
+              'b (32 bits)': {'t2i': 0.125}},
+      'sets': {
+          'a (16 bits)': {'bits': 16, 'num_queries': 4, 'num_database': 9,
+                          'seconds': 0.5,
+                          'directions': {'i2t': _direction_summary(0.5),
+                                         't2i': _direction_summary(0.25)}},
+          'b (32 bits)': {'bits': 32, 'num_queries': 4, 'num_database': 9,
+                          'seconds': 0.25,
+                          'directions': {'t2i': _direction_summary(0.125)}},
+      },
+  }
+  table = report.format_evaluation_table(results)
+  lines = table.splitlines()
+  assert lines[0] == ('mAP@all (tie-aware; queries without a relevant item '
+                      'skipped)')
+  assert 'I->I' not in table and 'T->T' not in table
+  assert lines[4].split() == ['b', '(32', 'bits)', '-', '0.1250']
+  assert 'a (16 bits): 4 queries x 9 items, 16 bits (0.50 s)' in lines
+  start = lines.index('a (16 bits): 4 queries x 9 items, 16 bits (0.50 s)')
+  block = lines[start:lines.index('', start)]  # set a's metrics
+  cells = [re.split(r'\s{2,}', line.strip()) for line in block[3:]]
+  rows = {c[0]: c[1:] for c in cells}
+  assert rows['mAP@all (index order)'] == ['0.5000', '0.2500']
+  assert rows['mAP@100 (DCMH)'] == ['0.7000', '0.4500']
+  assert rows['P@10 (tie-aware)'] == ['0.8100', '0.8100']
+  assert 'P@1 (index order)' not in rows  # only N in 10, 100, 1000 are shown
+  assert rows['precision (r<=2)'] == ['0.5500', '0.5500']
+  assert rows['recall (r<=2)'] == ['0.2500', '0.2500']

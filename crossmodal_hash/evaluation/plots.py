@@ -1,4 +1,4 @@
-"""PNG plots of a run: training curves, mAP bars, precision/recall by radius.
+"""PNG plots of a run: training curves, mAP bars, PR and precision@N curves.
 
 Uses matplotlib's non-interactive Agg backend (selected at import), so plots
 work on headless hosts; every function writes one PNG and closes its figure.
@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 import math
 import os
+from typing import Any
 
 import matplotlib
 
@@ -194,3 +195,105 @@ def plot_precision_at_radius(
   ax_pr.grid(True, alpha=0.3)
   _save(fig, out_png)
   return curves
+
+
+def _direction_axes(directions: Sequence[str], title: str
+                   ) -> tuple['matplotlib.figure.Figure', dict[str, Any]]:
+  """A figure with one panel per direction, in a row."""
+  fig, axes = plt.subplots(1, len(directions),
+                           figsize=(4.2 * len(directions), 4.2),
+                           squeeze=False)
+  fig.suptitle(title)
+  return fig, dict(zip(directions, axes[0]))
+
+
+def _suite_curves(results: Mapping[str, Any], key: str
+                 ) -> tuple[list[str], dict[str, dict[str, Any]]]:
+  """(directions, {set name: {direction: results entry `key`}})."""
+  curves: dict[str, dict[str, Any]] = {}
+  for name, s in results['sets'].items():
+    for direction, r in s['directions'].items():
+      if key in r:
+        curves.setdefault(name, {})[direction] = r[key]
+  directions = [d for d in metrics.DIRECTIONS
+                if any(d in c for c in curves.values())]
+  return directions, curves
+
+
+def plot_pr_curves(results: Mapping[str, Any],
+                   out_png: str | os.PathLike[str]) -> bool:
+  """Precision against recall over Hamming radii, per direction and code set.
+
+  One panel per direction, one line per code set (e.g. per bit length); each
+  point is a radius r (retrieved = items within distance <= r). Radii where
+  no query's ball is non-empty have no precision and are left out.
+
+  Args:
+    results: from `suite.assemble` / `suite.evaluate_codes`.
+    out_png: the PNG to write.
+
+  Returns:
+    Whether a plot was written (False if no code set has a radius curve).
+  """
+  directions, curves = _suite_curves(results, 'pr_radius')
+  if not directions:
+    return False
+  fig, axes = _direction_axes(directions,
+                              'precision-recall over Hamming radii')
+  for name, by_direction in curves.items():
+    for direction, curve in by_direction.items():
+      defined = np.asarray(curve['num_defined']) > 0
+      axes[direction].plot(np.asarray(curve['recall'])[defined],
+                           np.asarray(curve['precision'])[defined],
+                           marker='o', markersize=2.5, linewidth=1.2,
+                           label=name)
+  for direction, ax in axes.items():
+    ax.set_title(report.DIRECTION_NAMES.get(direction, direction))
+    ax.set_xlabel('recall')
+    ax.set_ylabel('precision')
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+  _save(fig, out_png)
+  return True
+
+
+def plot_precision_at_n(results: Mapping[str, Any],
+                        out_png: str | os.PathLike[str]) -> bool:
+  """Precision@N against N (log axis), per direction and code set.
+
+  Solid lines are the headline tie policy; with both policies computed, the
+  other is dashed in the same colour.
+
+  Args:
+    results: from `suite.assemble` / `suite.evaluate_codes`.
+    out_png: the PNG to write.
+
+  Returns:
+    Whether a plot was written (False if no code set has a P@N curve).
+  """
+  directions, curves = _suite_curves(results, 'precision_at_n')
+  if not directions:
+    return False
+  headline = results['headline']['ties']
+  fig, axes = _direction_axes(directions, 'precision@N')
+  for name, by_direction in curves.items():
+    for direction, curve in by_direction.items():
+      ax = axes[direction]
+      line, = ax.plot(curve['n'], curve[headline], marker='o', markersize=2.5,
+                      linewidth=1.2, label=f'{name} ({headline})')
+      for policy in ('index', 'tie_aware'):
+        if policy != headline and policy in curve:
+          ax.plot(curve['n'], curve[policy], linestyle='--', linewidth=1.0,
+                  color=line.get_color(), label=f'{name} ({policy})')
+  for direction, ax in axes.items():
+    ax.set_title(report.DIRECTION_NAMES.get(direction, direction))
+    ax.set_xscale('log')
+    ax.set_xlabel('N (top items)')
+    ax.set_ylabel('precision@N')
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend(fontsize=7)
+  _save(fig, out_png)
+  return True

@@ -63,6 +63,78 @@ def format_map_table(rows: Mapping[str, Mapping[str, float]],
   return '\n'.join(lines)
 
 
+_TIE_LABELS = {'index': 'index order', 'tie_aware': 'tie-aware'}
+_EMPTY_LABELS = {'zero': 'counted as 0', 'skip': 'skipped'}
+# P@N rows shown in the printed table (all of them are in the JSON report).
+_TABLE_PRECISION_AT = (10, 100, 1000)
+# Hamming radius of the classic "precision within radius 2" row.
+_TABLE_RADIUS = 2
+
+
+def _metric_rows(directions: Mapping[str, Mapping[str, Any]]
+                ) -> list[tuple[str, dict[str, float]]]:
+  """(row label, {direction: value}) of one code set's detail table."""
+  rows: dict[str, dict[str, float]] = {}
+
+  def put(label: str, direction: str, value: float) -> None:
+    rows.setdefault(label, {})[direction] = value
+
+  for direction, r in directions.items():
+    for policy, value in r['map'].items():
+      put(f'mAP@all ({_TIE_LABELS[policy]})', direction, value)
+    if 'map_at_k' in r:
+      for i, k in enumerate(r['map_at_k']['k']):
+        put(f'mAP@{k} (truncated)', direction, r['map_at_k']['truncated'][i])
+        put(f'mAP@{k} (DCMH)', direction, r['map_at_k']['dcmh'][i])
+    if 'ndcg_at_k' in r:
+      for i, k in enumerate(r['ndcg_at_k']['k']):
+        for policy in r['map']:
+          put(f'NDCG@{k} ({_TIE_LABELS[policy]})', direction,
+              r['ndcg_at_k'][policy][i])
+    if 'precision_at_n' in r:
+      for i, n in enumerate(r['precision_at_n']['n']):
+        if n in _TABLE_PRECISION_AT:
+          for policy in r['map']:
+            put(f'P@{n} ({_TIE_LABELS[policy]})', direction,
+                r['precision_at_n'][policy][i])
+    if 'pr_radius' in r and len(r['pr_radius']['radius']) > _TABLE_RADIUS:
+      curve = r['pr_radius']
+      if curve['num_defined'][_TABLE_RADIUS]:
+        put(f'precision (r<={_TABLE_RADIUS})', direction,
+            curve['precision'][_TABLE_RADIUS])
+      put(f'recall (r<={_TABLE_RADIUS})', direction,
+          curve['recall'][_TABLE_RADIUS])
+  return list(rows.items())
+
+
+def format_evaluation_table(results: Mapping[str, Any]) -> str:
+  """The printed table of an evaluation suite run (`suite.assemble`).
+
+  First the headline mAP@all of every code set and direction, then one block
+  per code set with every metric (rows) by direction (columns).
+
+  Args:
+    results: with 'headline', 'map' and 'sets' as `suite.assemble` makes them.
+
+  Returns:
+    The table, lines joined by '\\n' (no trailing newline).
+  """
+  headline = results['headline']
+  sets = results['sets']
+  directions = [d for d in metrics.DIRECTIONS
+                if any(d in s['directions'] for s in sets.values())]
+  parts = [f"mAP@all ({_TIE_LABELS[headline['ties']]}; queries without a "
+           f"relevant item {_EMPTY_LABELS[headline['empty']]})",
+           format_map_table(results['map'], directions)]
+  for name, s in sets.items():
+    parts.append('')
+    parts.append(f"{name}: {s['num_queries']} queries x {s['num_database']} "
+                 f"items, {s['bits']} bits ({s['seconds']:.2f} s)")
+    parts.append(format_map_table(dict(_metric_rows(s['directions'])),
+                                  directions, name_header='metric'))
+  return '\n'.join(parts)
+
+
 def _atomic_write(path: str | os.PathLike[str],
                   write_fn: Callable[[BinaryIO], None]) -> None:
   """Calls `write_fn` on a temporary binary file, then moves it onto `path`."""

@@ -1,0 +1,144 @@
+r"""Command line: evaluate saved hash codes with the full metric suite.
+
+  python -m crossmodal_hash.evaluate --codes runs/ssah_64/eval
+  python -m crossmodal_hash.evaluate --codes runs --out reports/all \
+      --ties tie_aware,index --empty skip --top_k 100,1000
+
+--codes is a `.npz` file or a directory searched recursively for them. Each
+file is one code set as `report.save_codes` writes it (the trainer's
+`<workdir>/eval/codes.npz`): ±1 codes 'image_query', 'text_query',
+'image_db', 'text_db' (any subset that forms a direction) and labels
+'query_labels' and 'retrieval_labels' (or 'db_labels'). Files without codes
+or labels are skipped with a note. Every direction present is evaluated;
+the table is printed, and `evaluation.json`, `pr_curves.png` and
+`precision_at_n.png` (one line per file, e.g. per bit length) are written to
+--out, by default the --codes directory (or the file's directory).
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+import os
+import sys
+import time
+
+import numpy as np
+
+from crossmodal_hash.evaluation import ranking
+from crossmodal_hash.evaluation import report
+from crossmodal_hash.evaluation import suite
+
+_CODE_KEYS = ('image_query', 'text_query', 'image_db', 'text_db')
+_DB_LABEL_KEYS = ('retrieval_labels', 'db_labels')
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+  return tuple(int(v) for v in text.split(',') if v.strip())
+
+
+def _str_tuple(text: str) -> tuple[str, ...]:
+  return tuple(v.strip() for v in text.split(',') if v.strip())
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+  defaults = ranking.EvalOptions()
+  join = lambda values: ','.join(str(v) for v in values)
+  parser = argparse.ArgumentParser(
+      prog='python -m crossmodal_hash.evaluate',
+      description='Evaluate saved ±1 hash codes (codes.npz files).')
+  parser.add_argument('--codes', required=True,
+                      help='a .npz file, or a directory searched recursively')
+  parser.add_argument('--out', default=None,
+                      help='output directory (default: next to the codes)')
+  parser.add_argument('--ties', type=_str_tuple, default=defaults.ties,
+                      help='tie policies, the headline first '
+                           f'(default {join(defaults.ties)})')
+  parser.add_argument('--empty', choices=ranking.EMPTY_POLICIES,
+                      default=defaults.empty,
+                      help='queries with no relevant item: counted as 0 '
+                           '(zero) or left out of means (skip)')
+  parser.add_argument('--top_k', type=_int_tuple, default=defaults.top_k,
+                      help=f'mAP@K cutoffs (default {join(defaults.top_k)})')
+  parser.add_argument('--precision_at', type=_int_tuple,
+                      default=defaults.precision_at, help='P@N cutoffs')
+  parser.add_argument('--ndcg_k', type=_int_tuple, default=defaults.ndcg_k,
+                      help=f'NDCG@K cutoffs (default {join(defaults.ndcg_k)})')
+  parser.add_argument('--directions', type=_str_tuple, default=None,
+                      help='e.g. i2t,t2i (default: all present)')
+  parser.add_argument('--query_block', type=int, default=defaults.query_block)
+  parser.add_argument('--db_block', type=int, default=defaults.db_block)
+  parser.add_argument('--num_threads', type=int,
+                      default=defaults.num_threads)
+  parser.add_argument('--no_plots', action='store_true',
+                      help='write the JSON report only')
+  return parser.parse_args(argv)
+
+
+def find_code_files(path: str) -> list[str]:
+  """The .npz files at `path` (a file, or a directory searched recursively)."""
+  if os.path.isfile(path):
+    return [path]
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f'--codes {path!r}: no such file or directory.')
+  found = []
+  for root, dirs, files in os.walk(path):
+    dirs.sort()
+    found += [os.path.join(root, f) for f in sorted(files)
+              if f.endswith('.npz')]
+  return found
+
+
+def load_code_set(path: str) -> tuple[dict[str, np.ndarray], np.ndarray,
+                                      np.ndarray] | None:
+  """(codes, query labels, database labels) of a file, or None if it has none."""
+  arrays = report.load_codes(path)
+  codes = {k: arrays[k] for k in _CODE_KEYS if k in arrays}
+  db_key = next((k for k in _DB_LABEL_KEYS if k in arrays), None)
+  if not suite.available_directions(codes) or 'query_labels' not in arrays or (
+      db_key is None):
+    return None
+  return codes, arrays['query_labels'], arrays[db_key]
+
+
+def set_name(path: str, root: str, bits: int) -> str:
+  """A display name: the file's path below --codes, and its bit length."""
+  base = root if os.path.isdir(root) else os.path.dirname(root)
+  rel = os.path.relpath(path, base)
+  stem = rel[:-len('.npz')] if rel.endswith('.npz') else rel
+  return f'{stem} ({bits} bits)'
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = parse_args(argv)
+  options = ranking.EvalOptions(
+      ties=args.ties, empty=args.empty, top_k=args.top_k,
+      precision_at=args.precision_at, ndcg_k=args.ndcg_k,
+      query_block=args.query_block, db_block=args.db_block,
+      num_threads=args.num_threads)
+  sets = {}
+  for path in find_code_files(args.codes):
+    loaded = load_code_set(path)
+    if loaded is None:
+      print(f'skipping {path}: no code pair of a direction, or no labels',
+            file=sys.stderr)
+      continue
+    codes, query_labels, db_labels = loaded
+    result = suite.evaluate_set(codes, query_labels, db_labels,
+                                options=options, directions=args.directions)
+    sets[set_name(path, args.codes, result['bits'])] = dict(result, file=path)
+  if not sets:
+    print(f'No code file found under {args.codes!r}.', file=sys.stderr)
+    return 1
+  out_dir = args.out or (args.codes if os.path.isdir(args.codes) else
+                         os.path.dirname(os.path.abspath(args.codes)))
+  results = suite.assemble(sets, options,
+                           {'codes': os.path.abspath(args.codes),
+                            'created': time.strftime('%Y-%m-%dT%H:%M:%S')})
+  paths = suite.write_outputs(results, out_dir, plots=not args.no_plots)
+  print(results['table'])
+  print('\nwrote ' + ', '.join(paths))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
