@@ -22,5 +22,9 @@ setuptools.setup(
     python_requires='>=3.11',
     packages=setuptools.find_packages(include=['crossmodal_hash', 'crossmodal_hash.*']),
     install_requires=_requirements('requirements.txt'),
-    extras_require={'test': _requirements('requirements-test.txt')},
+    extras_require={
+        'test': _requirements('requirements-test.txt'),
+        'faiss': ['faiss-cpu>=1.8,<2'],
+        'tfds': ['tensorflow-datasets>=4.9.4,<5', 'importlib_resources>=6'],
+    },
 )

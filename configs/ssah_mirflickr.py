@@ -3,12 +3,15 @@
 Point it at your copy of the data (nothing is downloaded):
   python -m crossmodal_hash.main --config=configs/ssah_mirflickr.py:bits=64 \
       --config.dataset.path=/data/FLICKR-25K.mat --workdir=DIR
+The path may also be a folder of mirflickr25k-iall/-yall/-lall.mat split files,
+or a converted ArrayRecord folder (--config.dataset.format=array_record).
 Protocol: 2,000 queries, 18,015 retrieval items, 10,000 training items drawn
-from the retrieval set.
+from the retrieval set (seeded by dataset.split_seed, saved in the workdir).
 """
 import ml_collections
 
 from crossmodal_hash import config_utils
+from crossmodal_hash.data import user_files
 from crossmodal_hash.methods import ssah
 
 
@@ -18,12 +21,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.seed = 0
   config.bits = 16
 
-  config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = 'mirflickr25k'
-  config.dataset.path = ''
-  config.dataset.num_query = 2000
-  config.dataset.num_train = 10000
-  config.dataset.split_seed = 0
+  config.dataset = user_files.dataset_config('mirflickr25k')
 
   config.model = ml_collections.ConfigDict()
   config.model.image_encoder = 'cnnf'

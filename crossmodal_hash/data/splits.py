@@ -68,3 +68,40 @@ def load(path: str) -> types.Split:
   if checksum(split) != stored:
     raise ValueError(f'{path}: checksum mismatch; the split file is corrupt.')
   return split
+
+
+class SplitMismatchError(ValueError):
+  """The workdir holds a different split than the run's config draws."""
+
+
+def reuse_or_save(path: str, split: types.Split, *,
+                  write: bool = True) -> types.Split:
+  """Reuses the split saved at `path`, or saves `split` there.
+
+  A resumed run must see exactly the split it started with, so an existing file
+  must hold `split` itself (checksum verified); anything else is an error and
+  nothing is overwritten.
+
+  Args:
+    path: `<workdir>/split.npz`.
+    split: the split this run's config draws.
+    write: save the split when `path` does not exist (only process 0 should).
+
+  Returns:
+    The split.
+  """
+  if os.path.exists(path):
+    saved = load(path)
+    if checksum(saved) != checksum(split):
+      raise SplitMismatchError(
+          f'{path} holds a different split (sha256 {checksum(saved)[:12]}, '
+          f'{len(saved.query)}/{len(saved.retrieval)}/{len(saved.train)} '
+          'query/retrieval/train) than this config draws (sha256 '
+          f'{checksum(split)[:12]}, {len(split.query)}/{len(split.retrieval)}/'
+          f'{len(split.train)}): a different dataset, protocol or split_seed. '
+          'Use another --workdir; nothing was overwritten.')
+    return saved
+  if write:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save(path, split)
+  return split

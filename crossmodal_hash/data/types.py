@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -16,10 +17,19 @@ class MultiModalData:
     texts: [N, V] bag-of-words vectors, uint8 in {0, 1} (an all-zero row, an empty
       text, is legal).
     labels: [N, L] multi-hot labels, uint8 in {0, 1}.
+    split: the dataset's own fixed protocol split (e.g. Wikipedia's 2,173 /
+      693), or None when the protocol draws a seeded random split.
+
+  Files the user brings may also give (see `data/formats.py`): images as a lazy
+  `data.lazy.LazyArray` (an HDF5 dataset, image files, ArrayRecord shards) that
+  reads rows on demand and never holds the whole array in memory; images [N, 0]
+  float32 when a dataset has no image side (text and labels only); and texts as
+  [N, D] float32 pre-extracted text features instead of a bag of words.
   """
-  images: np.ndarray
+  images: Any
   texts: np.ndarray
   labels: np.ndarray
+  split: Split | None = None
 
   def __post_init__(self):
     n = {len(self.images), len(self.texts), len(self.labels)}
@@ -37,6 +47,11 @@ class MultiModalData:
     return self.images.ndim == 4
 
   @property
+  def has_images(self) -> bool:
+    """False when the dataset has no image side (images [N, 0])."""
+    return self.images.ndim > 2 or self.images.shape[-1] > 0
+
+  @property
   def num_labels(self) -> int:
     return self.labels.shape[1]
 
@@ -45,9 +60,14 @@ class MultiModalData:
     return self.texts.shape[1]
 
   def take(self, indices: np.ndarray) -> 'MultiModalData':
-    """The items at `indices` ([M] int), in that order."""
-    return MultiModalData(self.images[indices], self.texts[indices],
-                          self.labels[indices])
+    """The items at `indices` ([M] int), in that order (without a fixed split).
+
+    Lazy images stay lazy: their `take_rows` returns a view that reads rows on
+    demand.
+    """
+    images = (self.images.take_rows(indices)
+              if hasattr(self.images, 'take_rows') else self.images[indices])
+    return MultiModalData(images, self.texts[indices], self.labels[indices])
 
 
 @dataclasses.dataclass(frozen=True)

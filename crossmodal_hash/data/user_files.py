@@ -1,39 +1,99 @@
-"""Datasets read from files the user brings (DCMH release layouts)."""
+"""Datasets read from files the user brings, registered by name.
+
+`DATASETS.get(name)(config.dataset)` returns `MultiModalData` (images lazy when
+they come from a v7.3 .mat, image files or ArrayRecord shards). The name picks
+the protocol (see `protocols.py`); the layout is `config.dataset.format`
+('auto' detects it from the path; see `formats.py`):
+
+  mirflickr25k, nuswide, mscoco, iaprtc12: DCMH-style files ('dcmh_mat',
+    'split_files'), or any other layout;
+  wikipedia: the I_tr/T_tr/L_tr/I_te/T_te/L_te layout, with its fixed split;
+  custom: any layout, with the num_query / num_train of the config;
+  and, for each of them, format='array_record' (a converted folder) or
+  format='tfds' (`path` is the tensorflow-datasets data_dir).
+
+Nothing is downloaded: `config.dataset.path` must name the user's files.
+"""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import ml_collections
+from absl import logging
 
+from crossmodal_hash.data import formats
+from crossmodal_hash.data import protocols
 from crossmodal_hash.data import registry
 from crossmodal_hash.data import types
 
-
-class DatasetUnavailableError(RuntimeError):
-  """A configured dataset cannot be read by this version of crossmodal_hash."""
+_FORMATS_HINT = ('auto, ' + ', '.join(sorted(formats.READERS)) + ', tfds')
 
 
-@registry.DATASETS.register('mirflickr25k')
-def load_mirflickr25k(c: ml_collections.ConfigDict) -> types.MultiModalData:
-  """MIRFLICKR-25K in the DCMH release layout (`FLICKR-25K.mat`).
+def options_from_config(c: ml_collections.ConfigDict) -> formats.Options:
+  """`formats.Options` from the `config.dataset` fields of the same names."""
+  return formats.Options(**{
+      field.name: type(field.default)(c[field.name])
+      for field in dataclasses.fields(formats.Options) if field.name in c})
 
-  This version checks the configured file and stops with a clear message: the
-  reader of the MATLAB v7.3 release (lazy HDF5 images, `YAll`, `LAll`) comes with
-  the real-datasets work, tracked as its own issue.
+
+def dataset_config(name: str) -> ml_collections.ConfigDict:
+  """`config.dataset` for dataset `name`: its protocol and every read option.
+
+  Fields: name, path, format ('auto', a `formats.READERS` name or 'tfds'),
+  num_query / num_train (the protocol's; 0 for 'custom' and for a fixed split
+  of any size), split_seed, tfds_config, and the `formats.Options` fields.
   """
-  path = os.path.expanduser(c.path)
+  c = ml_collections.ConfigDict()
+  c.name = name
+  c.path = ''
+  c.format = 'auto'
+  protocol = protocols.PROTOCOLS.get(name)
+  c.num_query = protocol.num_query if protocol else 0
+  c.num_train = protocol.num_train if protocol else 0
+  c.split_seed = 0
+  for field in dataclasses.fields(formats.Options):
+    c[field.name] = field.default
+  c.tfds_config = 'pixels'
+  return c
+
+
+def load_from_config(c: ml_collections.ConfigDict,
+                     name: str) -> types.MultiModalData:
+  """Reads `c.path` in layout `c.format` (default 'auto')."""
+  path = os.path.expanduser(c.get('path', ''))
+  layout = c.get('format', 'auto')
   if not path:
     raise FileNotFoundError(
-        'config.dataset.path is empty: point it at your FLICKR-25K.mat (the DCMH '
-        'release), e.g. --config=configs/ssah_mirflickr.py '
-        '--config.dataset.path=/data/FLICKR-25K.mat. Nothing is downloaded.')
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-        f'{path}: no such file. config.dataset.path must name the DCMH '
-        'release FLICKR-25K.mat (keys images, YAll, LAll); nothing is '
-        'downloaded.')
-  raise DatasetUnavailableError(
-      f'{path} exists, but this version of crossmodal_hash cannot read the '
-      'DCMH release format yet (the MIRFLICKR-25K loader arrives with the '
-      'real-datasets issue). Train on the built-in synthetic data meanwhile: '
-      '--config=configs/ssah_synthetic.py.')
+        f'config.dataset.path is empty: point it at your {name} files, e.g. '
+        '--config.dataset.path=/data/FLICKR-25K.mat (the layouts are listed '
+        'in the README, "Bring your own data"). Nothing is downloaded.')
+  if layout == 'tfds':
+    # Imported here: tensorflow-datasets is an optional extra.
+    from crossmodal_hash.data import tfds_builder  # pylint: disable=g-import-not-at-top
+    return tfds_builder.load(name, data_dir=path,
+                             config_name=c.get('tfds_config', 'pixels'))
+  if layout != 'auto' and layout not in formats.READERS:
+    raise ValueError(f'config.dataset.format={layout!r}; known: '
+                     f'{_FORMATS_HINT}.')
+  data = formats.load(path, layout, options_from_config(c))
+  protocol = protocols.PROTOCOLS.get(name)
+  if protocol and protocol.num_items and len(data) != protocol.num_items:
+    logging.warning('%s: %d items, but the standard %s protocol has %d.',
+                    path, len(data), name, protocol.num_items)
+  return data
+
+
+def _register(name: str) -> None:
+  def load(c: ml_collections.ConfigDict) -> types.MultiModalData:
+    return load_from_config(c, name)
+
+  load.__name__ = f'load_{name}'
+  load.__doc__ = (f'{name} from `config.dataset.path` in any supported layout '
+                  '(see the module docstring).')
+  registry.DATASETS.register(name)(load)
+
+
+for _name in ('mirflickr25k', 'nuswide', 'mscoco', 'iaprtc12', 'wikipedia',
+              'custom'):
+  _register(_name)
