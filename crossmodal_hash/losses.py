@@ -128,3 +128,74 @@ def adversarial_discriminator(real_logits: jax.Array,
   """
   return 0.5 * (jnp.mean(sigmoid_cross_entropy(real_logits, 1.0)) +
                 jnp.mean(sigmoid_cross_entropy(fake_logits, 0.0)))
+
+
+def quantization_to_target(codes: jax.Array, target: jax.Array) -> jax.Array:
+  """mean((target - h)^2): DCMH's ||B - F||^2 term, as a mean over entries.
+
+  Args:
+    codes: [B, K] real-valued outputs h (gradients flow here).
+    target: [B, K] the stored binary codes B of the same items, in {-1, +1}
+      (a constant: no gradient reaches it).
+
+  Returns:
+    A float32 scalar; times B * K it is the official code's sum.
+  """
+  codes = codes.astype(jnp.float32)
+  target = jax.lax.stop_gradient(target.astype(jnp.float32))
+  return jnp.mean(jnp.square(target - codes))
+
+
+def bit_balance_all_items(codes: jax.Array, stored: jax.Array,
+                          index: jax.Array) -> jax.Array:
+  """DCMH's ||F^T 1||^2 over all N items, with the batch's rows live.
+
+  The column sums are those of `stored` with rows `index` replaced by `codes`,
+  computed as stored.sum(0) - stored[index].sum(0) + codes.sum(0), so no
+  [N, K] copy is made. Only `codes` receives gradients.
+
+  Args:
+    codes: [B, K] the batch's current outputs.
+    stored: [N, K] the stored outputs of all items.
+    index: [B] int, distinct rows of `stored` that `codes` replace.
+
+  Returns:
+    ||column sums||^2 / (N^2 K), a float32 scalar (0 when every bit is used
+    +1 and -1 equally often); times N^2 K it is the official code's sum.
+  """
+  codes = codes.astype(jnp.float32)
+  stored = jax.lax.stop_gradient(stored.astype(jnp.float32))
+  num_items, bits = stored.shape
+  others = jnp.sum(stored, axis=0) - jnp.sum(stored[index], axis=0)
+  column_sums = others + jnp.sum(codes, axis=0)
+  return jnp.sum(jnp.square(column_sums)) / (num_items * num_items * bits)
+
+
+def pairwise_contrastive(a: jax.Array, b: jax.Array, sim: jax.Array,
+                         margin: float) -> jax.Array:
+  """Contrastive pairwise loss on the mean squared code distance.
+
+  With D_ij = ||a_i - b_j||^2 / K (in [0, 4] for codes in [-1, 1]):
+    mean(0.5 * S_ij * D_ij + 0.5 * (1 - S_ij) * max(0, margin - D_ij)).
+  Similar pairs are pulled together; dissimilar ones pushed at least `margin`
+  apart (margin 2 is DSH's m = 2K in squared Hamming units). D is expanded as
+  (|a|^2 + |b|^2 - 2 <a, b>) / K, so no [B, N, K] tensor is formed.
+
+  Args:
+    a: [B, K] the batch's codes (gradients flow here).
+    b: [N, K] codes of the other side (e.g. stored codes of all items).
+    sim: [B, N] similarity in [0, 1].
+    margin: the distance beyond which dissimilar pairs cost nothing.
+
+  Returns:
+    A float32 scalar.
+  """
+  a = a.astype(jnp.float32)
+  b = b.astype(jnp.float32)
+  bits = a.shape[-1]
+  dist = (jnp.sum(jnp.square(a), axis=1)[:, None] +
+          jnp.sum(jnp.square(b), axis=1)[None, :] -
+          2.0 * jnp.einsum('bd,nd->bn', a, b)) / bits
+  dist = jnp.maximum(dist, 0.0)  # Rounding can make it slightly negative.
+  return 0.5 * jnp.mean(sim * dist + (1.0 - sim) *
+                        jax.nn.relu(margin - dist))

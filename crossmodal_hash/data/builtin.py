@@ -5,7 +5,34 @@ import ml_collections
 
 from crossmodal_hash.data import registry
 from crossmodal_hash.data import synthetic
+from crossmodal_hash.data import synthetic_video
 from crossmodal_hash.data import types
+
+
+def synthetic_dataset_config(name: str = 'synthetic', *,
+                             num_items: int = 5000, num_query: int = 500,
+                             num_train: int = 2000
+                            ) -> ml_collections.ConfigDict:
+  """The `config.dataset` section of the synthetic demos (all methods).
+
+  24 labels, 1,000-word texts, 32 x 32 images ('synthetic'), 512-d features
+  ('synthetic_features') or 8-frame clips ('synthetic_video'); the seeded
+  split draws `num_query` queries and `num_train` training items.
+  """
+  c = ml_collections.ConfigDict()
+  c.name = name
+  c.seed = 0
+  c.num_items = num_items
+  c.num_query = num_query
+  c.num_train = num_train
+  c.split_seed = 0
+  c.num_labels = 24
+  c.vocab_size = 1000
+  c.image_size = 32
+  c.feature_dim = 512  # 'synthetic_features' only.
+  c.num_frames = 8  # 'synthetic_video' only.
+  c.path = ''
+  return c
 
 
 def _synthetic_config(c: ml_collections.ConfigDict,
@@ -28,3 +55,15 @@ def load_synthetic_features(c: ml_collections.ConfigDict
   """Synthetic pre-extracted image features [N, D] float32, texts, labels."""
   return synthetic.generate(c.num_items, _synthetic_config(c, c.feature_dim),
                             c.seed)
+
+
+@registry.DATASETS.register('synthetic_video')
+def load_synthetic_video(c: ml_collections.ConfigDict) -> types.MultiModalData:
+  """Synthetic clips [N, T, S, S, 3] uint8 (`c.num_frames`), texts, labels.
+
+  Item i has the labels and text of item i of 'synthetic' with the same
+  options and seed (see `synthetic_video`).
+  """
+  return synthetic_video.generate_clips(
+      c.num_items, _synthetic_config(c, None),
+      synthetic_video.VideoConfig(num_frames=c.num_frames), c.seed)

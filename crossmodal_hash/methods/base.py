@@ -41,10 +41,13 @@ class Phase:
   """`passes` full passes over the training set updating `network`.
 
   `learning_rate` is a float, or a tuple for an update of several networks.
+  `begin`, if set, names a hook `method.begin[begin]` that the trainer runs
+  once before the phase's first pass (e.g. DCMH's B = sign(F + G) refresh).
   """
   network: str
   learning_rate: float | tuple[float, ...]
   passes: int
+  begin: str | None = None
 
 
 # update(state, batch, data, learning_rate) -> (state, metrics). `batch` holds
@@ -52,10 +55,19 @@ class Phase:
 # device-resident training set (e.g. 'label' [T, L] for all-item similarities).
 UpdateFn = Callable[[TrainState, Batch, Batch, jax.Array],
                     tuple[TrainState, Metrics]]
+# begin(state, data) -> state: a jit-able refresh of the state (usually of its
+# memories) from the whole device-resident training set, run between passes.
+BeginFn = Callable[[TrainState, Batch], TrainState]
 
 
 class Method(Protocol):
-  """The interface of a method run by the alternating-passes trainer."""
+  """The interface of a method run by the alternating-passes trainer.
+
+  A method whose phases name `begin` hooks also has `begin: dict[str,
+  BeginFn]`; the trainer reads it with getattr, so methods without hooks
+  (SSAH) need not define it. The method's hyper-parameters live in
+  `config.<method name>`, whose `num_epochs` is the number of outer epochs.
+  """
   trainer: str
   updates: dict[str, UpdateFn]
 

@@ -1,4 +1,11 @@
-"""The trainer of methods that alternate whole per-network passes (SSAH).
+"""The trainer of methods that alternate whole per-network passes.
+
+SSAH (LabNet, discriminator, ImgNet, TxtNet passes), DCMH (image-net and
+text-net passes around a shared binary matrix) and DSMHN (joint passes of both
+streams) all run here: a method contributes its networks, losses, `updates`
+and `schedule(epoch)` of Phases (see methods/base.py); this module owns the
+rest. Hyper-parameters of method M live in `config.M`, whose `num_epochs` is
+the number of outer epochs.
 
 One run, start to end:
   1. load the dataset by name, draw (or reload) the seeded split;
@@ -6,12 +13,18 @@ One run, start to end:
      (an incompatible one stops the run before anything is written);
   3. initialise or restore the state (params, optimizer states, memories, RNG)
      and the data position, the index of the next pass of the schedule;
-  4. run the schedule: each pass is one jitted call that scans over every batch
-     of a fresh permutation of the training set (data resident on the devices,
-     batches split over the mesh's `data` axis, the state donated);
+  4. run the schedule: before a phase's first pass, its `begin` hook if it
+     names one (one jitted call over the device-resident training set); each
+     pass is one jitted call that scans over every batch of a fresh
+     permutation of the training set (data resident on the devices, batches
+     split over the mesh's `data` axis, the state donated);
   5. after each pass: NaN/Inf check, JSON-lines metrics, progress, checkpoint;
   6. encode the query and retrieval sets, evaluate mAP@all in four directions,
      print the table and write JSON, codes and plots to `<workdir>/eval`.
+
+The 'image' modality may be pixels [N, H, W, 3], features [N, D] or video
+clips [N, T, H, W, 3]: batches are gathered and normalised over the last axis
+the same way, and the method's image encoder decides what it accepts.
 """
 from __future__ import annotations
 
@@ -88,13 +101,31 @@ def _check_resumable(checkpointer: checkpointing.Checkpointer,
   return meta
 
 
-def _flat_schedule(method: base.Method, num_epochs: int
-                  ) -> list[tuple[int, str, Any]]:
-  """[(epoch, network, learning_rate)] for every pass of the run, in order."""
-  return [(epoch, phase.network, phase.learning_rate)
-          for epoch in range(num_epochs)
+def num_epochs(config: ml_collections.ConfigDict) -> int:
+  """Outer epochs of the run: `config.<method>.num_epochs`."""
+  return int(config[config.method].num_epochs)
+
+
+def flat_schedule(method: base.Method, epochs: int
+                 ) -> list[tuple[int, str, Any, str | None]]:
+  """[(epoch, network, learning_rate, begin)] for every pass, in order.
+
+  `begin` is the phase's hook on the phase's first pass and None on the others.
+  """
+  return [(epoch, phase.network, phase.learning_rate,
+           phase.begin if i == 0 else None)
+          for epoch in range(epochs)
           for phase in method.schedule(epoch)
-          for _ in range(phase.passes)]
+          for i in range(phase.passes)]
+
+
+def make_begin_fns(method: base.Method, mesh: jax.sharding.Mesh
+                  ) -> dict[str, Callable]:
+  """The method's `begin` hooks, jitted: fn(state, data) -> state (donated)."""
+  replicated = sharding.replicated(mesh)
+  return {name: jax.jit(fn, in_shardings=replicated, out_shardings=replicated,
+                        donate_argnums=0)
+          for name, fn in getattr(method, 'begin', {}).items()}
 
 
 def batches_per_call(setting: int, num_batches: int) -> int:
@@ -112,14 +143,51 @@ def batches_per_call(setting: int, num_batches: int) -> int:
   return math.gcd(min(setting, num_batches), num_batches)
 
 
+def pass_order(rng: jax.Array, data: base.Batch, pass_index: jax.Array,
+               first_batch: jax.Array, *, num_steps: int,
+               batch_size: int) -> jax.Array:
+  """Rows of batches first_batch .. first_batch + num_steps - 1 of a pass.
+
+  Pass p visits the training set in the order of the permutation
+  `fold_in(rng, p)`.
+
+  Returns:
+    [num_steps * batch_size] int32 row indices, batch after batch.
+  """
+  num_items = data['label'].shape[0]
+  order = jax.random.permutation(jax.random.fold_in(rng, pass_index),
+                                 num_items)
+  return jax.lax.dynamic_slice_in_dim(order, first_batch * batch_size,
+                                      num_steps * batch_size)
+
+
+def gather_batch(data: base.Batch, index: jax.Array,
+                 batch_spec: jax.sharding.NamedSharding) -> base.Batch:
+  """The batch of rows `index` ([B] int32) of the device-resident `data`.
+
+  Returns:
+    'index' [B], 'label' [B, L], 'text' [B, V] as stored, and 'image' [B, ...]
+    normalised to float32; every array split over the batch sharding.
+  """
+  index = jax.lax.with_sharding_constraint(index, batch_spec)
+  batch = {
+      'index': index,
+      'label': data['label'][index],
+      'text': data['text'][index],
+      'image': preprocess.normalize(data['image'][index], data['image_mean'],
+                                    data['image_inv_scale']),
+  }
+  return jax.lax.with_sharding_constraint(batch, batch_spec)
+
+
 def make_steps_fn(method: base.Method, network: str, *, num_steps: int,
                   batch_size: int, mesh: jax.sharding.Mesh,
                   trace_guard: Callable[[Callable], Callable] | None = None):
   """A jitted run of `num_steps` consecutive updates of `network`.
 
-  Pass p visits the training set in the order of the permutation
-  `fold_in(state.rng, p)`, so any batch of any pass can be recomputed from the
-  state alone: this is what makes resumption exact.
+  Pass p visits the training set in the order of `pass_order(state.rng, ...)`,
+  so any batch of any pass can be recomputed from the state alone: this is
+  what makes resumption exact.
 
   Returns:
     run(state, data, pass_index, first_batch, learning_rate) -> (state,
@@ -135,24 +203,12 @@ def make_steps_fn(method: base.Method, network: str, *, num_steps: int,
   replicated = sharding.replicated(mesh)
 
   def run(state, data, pass_index, first_batch, learning_rate):
-    num_items = data['label'].shape[0]
-    order = jax.random.permutation(jax.random.fold_in(state.rng, pass_index),
-                                   num_items)
-    order = jax.lax.dynamic_slice_in_dim(order, first_batch * batch_size,
-                                         num_steps * batch_size)
+    order = pass_order(state.rng, data, pass_index, first_batch,
+                       num_steps=num_steps, batch_size=batch_size)
 
     def step(state, index):
-      index = jax.lax.with_sharding_constraint(index, batch_spec)
-      batch = {
-          'index': index,
-          'label': data['label'][index],
-          'text': data['text'][index],
-          'image': preprocess.normalize(data['image'][index],
-                                        data['image_mean'],
-                                        data['image_inv_scale']),
-      }
-      batch = jax.lax.with_sharding_constraint(batch, batch_spec)
-      return update(state, batch, data, learning_rate)
+      return update(state, gather_batch(data, index, batch_spec), data,
+                    learning_rate)
 
     if num_steps == 1:  # A length-1 scan is still a loop to XLA:CPU.
       state, metrics = step(state, order)
@@ -331,7 +387,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   elif jax.process_index() == 0:
     splits.save(os.path.join(workdir, 'split.npz'), split)
 
-  schedule = _flat_schedule(method, config.ssah.num_epochs)
+  schedule = flat_schedule(method, num_epochs(config))
+  begin_fns = make_begin_fns(method, mesh)
   num_batches = len(split.train) // config.train.batch_size
   num_steps = batches_per_call(config.train.batches_per_call, num_batches)
   steps_fns = {
@@ -352,8 +409,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     for p in range(start_pass, len(schedule)):
       if stop_after_passes is not None and passes_run >= stop_after_passes:
         return {'stopped_at_pass': p}
-      epoch, network, lr = schedule[p]
+      epoch, network, lr, begin = schedule[p]
       tic = time.perf_counter()
+      if begin is not None:
+        state = begin_fns[begin](state, device_data)
       state, metrics, finite = run_pass(
           steps_fns[network], state, device_data, pass_index=p,
           num_batches=num_batches, num_steps=num_steps, learning_rate=lr)
