@@ -27,6 +27,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.image_encoder = 'cnnf'
   config.model.image_mlp_features = (4096,)
   config.model.image_normalization = 'mean'  # CNN-F: pixels minus the mean.
+  # MatConvNet's imagenet-vgg-f.mat to start CNN-F (conv1..fc7) from, as the
+  # paper does; '' trains it from scratch. With a file, also set
+  # image_normalization='pretrained_mean' to subtract its mean image.
+  config.model.pretrained_cnnf = ''
   config.model.semantic_dim = 512
   config.model.label_hidden = 4096
   config.model.text_hidden = 4096

@@ -132,6 +132,25 @@ class MatFile:
     assert array.shape == shape
     return array
 
+  def value(self, key: str) -> Any:
+    """A v5 variable as `scipy.io.loadmat` returns it, structs and cells too.
+
+    A struct is a structured array (one field per name), a cell an object
+    array, both with MATLAB's shape (a scalar struct is [1, 1]).
+
+    Raises:
+      DataFormatError: no such variable, or a v7.3 (HDF5) file, whose structs
+        and cells are not read.
+    """
+    if self._h5 is not None:
+      raise DataFormatError(
+          f'{self.path}: {key} must be read from a MATLAB v5/v7 file; this is '
+          "a v7.3 (HDF5) file. Re-save it in MATLAB with save(..., '-v7').")
+    if key not in self:
+      raise DataFormatError(f'{self.path}: missing key {key!r}; the file '
+                            f'holds: {", ".join(self.keys()) or "(nothing)"}.')
+    return self._v5[key]
+
   def pixels(self, key: str, num_items: int) -> Any:
     """A 4-D pixel array as [N, H, W, 3] uint8 (lazy for v7.3 files)."""
     where = f'{self.path}:{key}'

@@ -10,8 +10,17 @@ import jax.numpy as jnp
 from crossmodal_hash.models import layers
 
 
-def _out_size(size: int, kernel: int, stride: int, pad_lo: int,
-              pad_hi: int) -> int:
+def out_size(size: int, kernel: int, stride: int, pad_lo: int,
+             pad_hi: int) -> int:
+  """Output length of a conv or pool along one axis (floor division).
+
+  Args:
+    size: input length.
+    kernel: window length.
+    stride: step.
+    pad_lo: padding before (top or left).
+    pad_hi: padding after (bottom or right).
+  """
   return (size + pad_lo + pad_hi - kernel) // stride + 1
 
 
@@ -86,7 +95,7 @@ class CNNF(nn.Module):
     kinit = layers.kernel_init(self.init_std)
     for i in range(n):
       k, s, p = self.conv_kernels[i], self.conv_strides[i], self.conv_paddings[i]
-      h, w = (_out_size(d, k, s, p, p) for d in x.shape[1:3])
+      h, w = (out_size(d, k, s, p, p) for d in x.shape[1:3])
       if h < 1 or w < 1:
         raise ValueError(f'CNNF input {x.shape} is too small: conv{i + 1} '
                          f'({k}x{k}, stride {s}, pad {p}) leaves {h}x{w}.')
@@ -104,7 +113,7 @@ class CNNF(nn.Module):
         x = self.lrn(x)
       if self.pool_after[i]:
         win, st = self.pool_window, self.pool_stride
-        h, w = (_out_size(d, win, st, *pad)
+        h, w = (out_size(d, win, st, *pad)
                 for d, pad in zip(x.shape[1:3], self.pool_padding))
         if h < 1 or w < 1:
           raise ValueError(f'CNNF input is too small: the pool after conv{i + 1}'
