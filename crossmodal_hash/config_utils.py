@@ -10,14 +10,22 @@ import ml_collections
 # change how a run is executed or reported, not what it computes.
 RESUMABLE_CHANGES = (
     'train.checkpoint_every_passes', 'train.max_checkpoints', 'train.progress',
-    'train.batches_per_call',
-    'mesh', 'eval', 'ssah.num_epochs',
+    'train.batches_per_call', 'train.data_placement', 'train.max_device_bytes',
+    'train.stream_workers', 'mesh', 'eval', 'ssah.num_epochs',
 )
+
+# Where the training set lives (see trainers/alternating.py).
+DATA_PLACEMENTS = ('auto', 'device', 'stream')
 
 
 def add_run_defaults(config: ml_collections.ConfigDict, *,
                      checkpoint_every_passes: int) -> ml_collections.ConfigDict:
-  """Adds the `train`, `eval` and `mesh` sections every config shares."""
+  """Adds the `train`, `eval` and `mesh` sections every config shares.
+
+  `eval` holds, besides the trainer's own keys, every field of
+  `evaluation.ranking.EvalOptions` (what `suite.options_from_config` reads),
+  so a locked config rejects a misspelt evaluation option.
+  """
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 128
   # Batches per jitted call; 0: a whole pass on GPU/TPU, one batch on CPU.
@@ -25,11 +33,36 @@ def add_run_defaults(config: ml_collections.ConfigDict, *,
   config.train.checkpoint_every_passes = checkpoint_every_passes
   config.train.max_checkpoints = 2
   config.train.progress = True
+  # 'device': the training set lives on the devices, whole passes are jitted;
+  # 'stream': images are read batch by batch through the grain pipeline (one
+  # jitted step per batch); 'auto': 'stream' when the images are lazy (read
+  # from files on demand) or larger than max_device_bytes, else 'device'.
+  config.train.data_placement = 'auto'
+  config.train.max_device_bytes = 4 << 30
+  config.train.stream_workers = 0  # grain worker processes (0: threads).
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 256
   config.eval.random_baseline = True
   config.eval.plots = True
+  # mAP@all (both cross-modal directions, I->I, T->T; index-order ties) of the
+  # query set against the retrieval set every N passes; 0: only at the end.
+  config.eval.every_passes = 0
+  # The end-of-training suite (evaluation/ranking.py EvalOptions).
+  # Tie policies, the headline first: 'index' ranks equal Hamming distances
+  # in database order; 'tie_aware' is the expectation over tie orders.
+  config.eval.ties = ('index', 'tie_aware')
+  # Queries without a relevant item: 'zero' (AP 0, kept in the mean, as
+  # DCMH's calc_map) or 'skip' (left out of the mean).
+  config.eval.empty = 'zero'
+  config.eval.top_k = (100, 500, 1000, 5000)  # mAP@K, both definitions.
+  config.eval.precision_at = (1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000,
+                              5000, 10000)
+  config.eval.ndcg_k = (10, 100, 1000)
+  config.eval.radius_curve = True  # Precision/recall by Hamming radius.
+  config.eval.query_block = 128
+  config.eval.db_block = 65536
+  config.eval.num_threads = 0  # 0: min(4, CPU count).
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1  # All devices.
@@ -69,7 +102,10 @@ def _parse_like(current: Any, value: str, key: str) -> Any:
   if isinstance(current, (int, float, str)) and current is not None:
     return type(current)(value)
   if isinstance(current, tuple):
-    return tuple(type(current[0])(v) for v in value.split(';')) if current else ()
+    if not value:  # 'eval.top_k=' empties a tuple.
+      return ()
+    kind = type(current[0]) if current else str
+    return tuple(kind(v) for v in value.split(';'))
   return json.loads(value)
 
 

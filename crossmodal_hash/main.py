@@ -5,8 +5,12 @@ r"""Command-line entry point: train and evaluate a method.
   python -m crossmodal_hash.main --config=configs/ssah_mirflickr.py:bits=64 \
       --config.dataset.path=/data/FLICKR-25K.mat --workdir=DIR
 
-Re-running with the same --workdir resumes from its latest checkpoint.
+Re-running with the same --workdir resumes from its latest checkpoint. The
+evaluation table is printed at the end; the full report (evaluation.json,
+map.json, PR and P@N plots, training curves, codes.npz) is in <workdir>/eval.
 """
+import os
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -50,6 +54,8 @@ def main(argv):
   results = trainer(config, _WORKDIR.value)
   if jax.process_index() == 0:
     print(results['table'], flush=True)
+    print(f'\nReport, plots and codes: {os.path.join(_WORKDIR.value, "eval")}',
+          flush=True)
 
 
 if __name__ == '__main__':

@@ -1,4 +1,5 @@
 """End to end: train on the 8-device mesh, checkpoint, resume, evaluate."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -9,11 +10,21 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from conftest import TINY_OVERRIDES
 from crossmodal_hash import checkpointing
 from crossmodal_hash import data as data_lib  # Registers the datasets.
+from crossmodal_hash import evaluate as evaluate_cli
+from crossmodal_hash.data import formats
+from crossmodal_hash.data import lazy
+from crossmodal_hash.data import mat_files
+from crossmodal_hash.data import splits
 from crossmodal_hash.data import synthetic
 from crossmodal_hash.data import types
+from crossmodal_hash.evaluation import ranking
+from crossmodal_hash.evaluation import suite
 from crossmodal_hash.trainers import alternating
+from crossmodal_hash.trainers import streaming
+import ssah_synthetic
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,48 +45,197 @@ def _listing(directory):
                 for d, _, files in os.walk(directory) for f in files)
 
 
-def test_killed_and_resumed_run_ends_identically(tiny_config, tmp_path):
-  config = tiny_config('train.checkpoint_every_passes=3')
-  straight = alternating.train_and_evaluate(config, str(tmp_path / 'a'))
-  # 10 passes in all (2 epochs of lab, dis, img, img, txt; see conftest).
-  # Killed after running 4 passes: the checkpoint after 3 survives, the work
-  # of the 4th (pass index 3) is lost and redone on resume.
-  stopped = alternating.train_and_evaluate(config, str(tmp_path / 'b'),
-                                           stop_after_passes=4)
-  assert stopped == {'stopped_at_pass': 4}
-  resumed = alternating.train_and_evaluate(config, str(tmp_path / 'b'))
-  step_a, params_a = _params(str(tmp_path / 'a'))
-  step_b, params_b = _params(str(tmp_path / 'b'))
-  assert step_a == step_b
+def _config(*extra):
+  """The tiny SSAH synthetic config of conftest (usable in module fixtures)."""
+  return ssah_synthetic.get_config(','.join((TINY_OVERRIDES,) + extra))
+
+
+# One epoch: 5 passes (lab, dis, img, img, txt) of 8 batches; checkpoints
+# after passes 2, 4 and 5.
+ONE_EPOCH = ('ssah.num_epochs=1', 'train.checkpoint_every_passes=2')
+
+
+@pytest.fixture(scope='module', name='straight_run')
+def _straight_run(tmp_path_factory):
+  """(workdir, results) of an uninterrupted device-placement run, plots on.
+
+  The reference of the resumption tests; test_incompatible_checkpoint checks
+  that refused runs leave this workdir untouched.
+  """
+  workdir = tmp_path_factory.mktemp('straight')
+  results = alternating.train_and_evaluate(
+      _config(*ONE_EPOCH, 'train.data_placement=device', 'eval.plots=true'),
+      str(workdir))
+  return workdir, results
+
+
+def _records(workdir):
+  return [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
+
+
+def test_killed_and_resumed_run_with_periodic_eval_ends_identically(
+    straight_run, tmp_path):
+  """Resumption is exact, and periodic evaluation changes nothing."""
+  straight_dir, straight = straight_run
+  config = _config(*ONE_EPOCH, 'eval.every_passes=1')
+  # Killed after running 3 passes: the checkpoint after 2 survives, the work
+  # of the 3rd (pass index 2) is lost and redone on resume.
+  stopped = alternating.train_and_evaluate(config, str(tmp_path),
+                                           stop_after_passes=3)
+  assert stopped == {'stopped_at_pass': 3}
+  resumed = alternating.train_and_evaluate(config, str(tmp_path))
+  step_a, params_a = _params(str(straight_dir))
+  step_b, params_b = _params(str(tmp_path))
+  assert step_a == step_b == 5
   jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
   assert straight['map'] == resumed['map']
-  codes_a = np.load(tmp_path / 'a' / 'eval' / 'codes.npz')
-  codes_b = np.load(tmp_path / 'b' / 'eval' / 'codes.npz')
+  codes_a = np.load(straight_dir / 'eval' / 'codes.npz')
+  codes_b = np.load(tmp_path / 'eval' / 'codes.npz')
   for key in codes_a.files:
     np.testing.assert_array_equal(codes_a[key], codes_b[key])
-  # The resumed run appended to the metrics: pass 3 was redone once.
-  records = [json.loads(l) for l in open(tmp_path / 'b' / 'metrics.jsonl')]
-  assert [r['pass'] for r in records] == [0, 1, 2, 3] + list(range(3, 10))
+  # The resumed run appended to the metrics: pass 2 was redone once, and
+  # evaluated after every pass.
+  records = _records(tmp_path)
+  passes = [0, 1, 2, 2, 3, 4]
+  assert [r['pass'] for r in records if 'network' in r] == passes
+  evals = [r for r in records if 'eval_map' in r]
+  assert [r['pass'] for r in evals] == passes
+  for r in evals:
+    assert set(r['eval_map']) == {'i2t', 't2i', 'i2i', 't2t'}
+    assert all(0.0 < v <= 1.0 for v in r['eval_map'].values())
+  # The last periodic mAP is the final headline mAP (same params, same ties).
+  for d, v in evals[-1]['eval_map'].items():
+    assert v == pytest.approx(resumed['map'][d], abs=1e-12)
 
 
-def test_outputs_of_a_run(tiny_config, tmp_path):
-  config = tiny_config('eval.plots=true')
-  results = alternating.train_and_evaluate(config, str(tmp_path))
+def test_outputs_of_a_run_and_the_evaluate_command_on_them(straight_run,
+                                                          tmp_path):
+  workdir, results = straight_run
   for direction in ('i2t', 't2i', 'i2i', 't2t'):
     assert 0.0 < results['map'][direction] <= 1.0
     assert 0.0 < results['random_map'][direction] <= 1.0
-  saved = json.load(open(tmp_path / 'eval' / 'map.json'))
+  assert 'SSAH (16 bits)' in results['table']
+  assert 'random codes (16 bits)' in results['table']
+  assert 'mAP@100 (DCMH)' in results['table']
+  saved = json.load(open(workdir / 'eval' / 'map.json'))
   assert saved['map'] == results['map']
-  codes = np.load(tmp_path / 'eval' / 'codes.npz')
+  assert saved['random_map'] == results['random_map']
+  assert (saved['ties'], saved['empty']) == ('index', 'zero')
+  report = json.load(open(workdir / 'eval' / 'evaluation.json'))
+  assert report['headline'] == {'metric': 'map', 'ties': 'index',
+                                'empty': 'zero'}
+  assert report['options']['ties'] == ['index', 'tie_aware']
+  assert report['map']['SSAH (16 bits)'] == results['map']
+  i2t = report['sets']['SSAH (16 bits)']['directions']['i2t']
+  assert {'map', 'map_at_k', 'precision_at_n', 'ndcg_at_k',
+          'pr_radius'} <= set(i2t)
+  assert report['step'] == 40 and report['passes'] == 5
+  codes = np.load(workdir / 'eval' / 'codes.npz')
   assert codes['image_query'].shape == (96, 16)
   assert codes['text_db'].shape == (600 - 96, 16)
   assert set(np.unique(codes['image_db'])) <= {-1, 1}
-  for png in ('map.png', 'training_curves.png', 'precision_radius.png'):
-    with open(tmp_path / 'eval' / png, 'rb') as f:
+  for png in ('pr_curves.png', 'precision_at_n.png', 'training_curves.png'):
+    with open(workdir / 'eval' / png, 'rb') as f:
       assert f.read(8) == b'\x89PNG\r\n\x1a\n'
-  records = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
+  records = _records(workdir)
   assert {r['network'] for r in records} == {'lab', 'dis', 'img', 'txt'}
-  assert os.path.exists(tmp_path / 'split.npz')
+  assert os.path.exists(workdir / 'split.npz')
+  # The evaluate command reads the saved codes and finds the same mAP.
+  out = tmp_path / 'cli'
+  assert evaluate_cli.main(['--codes', str(workdir / 'eval'), '--out',
+                            str(out), '--no_plots']) == 0
+  cli = json.load(open(out / 'evaluation.json'))['map']
+  for name, expected in (('codes (16 bits)', results['map']),
+                         ('random_codes (16 bits)', results['random_map'])):
+    for d, v in expected.items():
+      assert cli[name][d] == pytest.approx(v, abs=1e-12)
+
+
+def _write_dcmh_mat(path, data):
+  """`data` as the DCMH release's FLICKR-25K.mat (v7.3, images HxWx3xN)."""
+  mat_files.save_v73(str(path), {'images': data.images.transpose(1, 2, 3, 0),
+                                 'YAll': data.texts, 'LAll': data.labels})
+
+
+def test_streamed_lazy_hdf5_run_resumes_to_the_device_runs_params(
+    straight_run, tmp_path, monkeypatch):
+  """The straight run's data as a lazy HDF5 .mat: 'auto' streams it.
+
+  Streaming visits the same batches as the device placement, and on CPU both
+  run the same per-batch programs (one batch per jitted call), so a streamed
+  run killed and resumed ends with the device run's params bit for bit: this
+  checks exact resumption of the stream and its equality with the device
+  placement at once.
+  """
+  straight_dir, straight = straight_run
+  config = _config(*ONE_EPOCH, 'dataset.name=custom')
+  _write_dcmh_mat(tmp_path / 'FLICKR-25K.mat',
+                  data_lib.DATASETS.get('synthetic')(config.dataset))
+  config.dataset.path = str(tmp_path / 'FLICKR-25K.mat')
+  # Images are only ever read a batch (or a statistics chunk) at a time.
+  hdf5_images = type(formats.load(config.dataset.path).images)
+  read_rows = hdf5_images._read_rows  # pylint: disable=protected-access
+  largest = []
+
+  def spy(self, rows):
+    largest.append(len(rows))
+    return read_rows(self, rows)
+
+  def refuse(*args, **kwargs):
+    raise AssertionError('a lazy image array was read whole')
+
+  monkeypatch.setattr(hdf5_images, '_read_rows', spy)
+  monkeypatch.setattr(lazy.LazyArray, '__array__', refuse)
+  workdir = str(tmp_path / 'run')
+  assert alternating.train_and_evaluate(config, workdir, stop_after_passes=3
+                                       ) == {'stopped_at_pass': 3}
+  resumed = alternating.train_and_evaluate(config, workdir)
+  # At most the 256 training images at once, for their statistics; the 504
+  # retrieval images are encoded in batches.
+  assert largest and max(largest) <= 256
+  ckpt = checkpointing.Checkpointer(workdir)
+  assert ckpt.read_meta(5)['data_iterator']['placement'] == 'stream'
+  ckpt.close()
+  _, params_device = _params(str(straight_dir))
+  _, params_stream = _params(workdir)
+  jax.tree.map(np.testing.assert_array_equal, params_device, params_stream)
+  assert resumed['map'] == straight['map']
+
+
+def test_placement_choice():
+  images = np.zeros((10, 4, 4, 3), np.uint8)  # 480 bytes.
+  assert streaming.choose_placement('auto', images, 480) == 'device'
+  assert streaming.choose_placement('auto', images, 479) == 'stream'
+  assert streaming.choose_placement('stream', images, 1 << 30) == 'stream'
+  assert streaming.choose_placement('device', images, 0) == 'device'
+
+  class Lazy(lazy.LazyArray):
+
+    def _read_rows(self, rows):
+      return np.zeros((len(rows),) + self.shape[1:], self.dtype)
+
+  assert streaming.choose_placement('auto', Lazy((10, 4, 4, 3), np.uint8,
+                                                 'test'), 1 << 30) == 'stream'
+  with pytest.raises(ValueError, match='data_placement'):
+    streaming.choose_placement('host', images, 0)
+
+
+def test_eval_options_are_config_fields_and_checked_early(tiny_config,
+                                                         tmp_path):
+  config = tiny_config()
+  for field in dataclasses.fields(ranking.EvalOptions):
+    assert field.name in config.eval, field.name
+  assert suite.options_from_config(config.eval) == ranking.EvalOptions(
+      ties=('index', 'tie_aware'), empty='zero')
+  with pytest.raises(KeyError, match='no such field'):
+    tiny_config('eval.tie=index')
+  assert tiny_config('eval.top_k=').eval.top_k == ()
+  for arg, match in (('eval.ties=index;random', 'ties must be'),
+                     ('eval.empty=nan', 'empty must be'),
+                     ('train.data_placement=host', 'data_placement')):
+    with pytest.raises(ValueError, match=match):
+      alternating.train_and_evaluate(tiny_config(arg), str(tmp_path))
+  assert not os.listdir(tmp_path)
 
 
 def test_features_variant_and_interleaved_schedule(tiny_config, tmp_path):
@@ -86,14 +246,19 @@ def test_features_variant_and_interleaved_schedule(tiny_config, tmp_path):
   assert set(results['map']) == {'i2t', 't2i', 'i2i', 't2t'}
 
 
-def test_incompatible_checkpoint_is_refused_and_kept(tiny_config, tmp_path):
-  alternating.train_and_evaluate(tiny_config('ssah.num_epochs=1'),
-                                 str(tmp_path))
-  before = _listing(tmp_path)
+def test_incompatible_checkpoint_or_split_is_refused_and_kept(straight_run):
+  workdir = straight_run[0]
+  before = _listing(workdir)
   with pytest.raises(alternating.IncompatibleCheckpointError,
                      match=r'bits: checkpoint 16, config 32'):
-    alternating.train_and_evaluate(tiny_config('bits=32'), str(tmp_path))
-  assert _listing(tmp_path) == before
+    alternating.train_and_evaluate(_config(*ONE_EPOCH, 'bits=32'),
+                                   str(workdir))
+  for arg in ('dataset.split_seed=1', 'dataset.num_query=64'):
+    with pytest.raises(splits.SplitMismatchError,
+                       match=r'split.npz holds a different split.*nothing was '
+                       'overwritten'):
+      alternating.train_and_evaluate(_config(*ONE_EPOCH, arg), str(workdir))
+  assert _listing(workdir) == before
 
 
 def test_foreign_checkpoint_is_refused(tiny_config, tmp_path):
@@ -161,6 +326,7 @@ def test_main_command_fast_variant(tmp_path):
   assert 'I->T' in result.stdout
   assert os.path.exists(tmp_path / 'eval' / 'codes.npz')
   assert os.path.exists(tmp_path / 'eval' / 'map.json')
+  assert os.path.exists(tmp_path / 'eval' / 'evaluation.json')
 
 
 def test_main_rejects_unknown_config_key(tmp_path):

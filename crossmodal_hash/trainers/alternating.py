@@ -8,19 +8,31 @@ rest. Hyper-parameters of method M live in `config.M`, whose `num_epochs` is
 the number of outer epochs.
 
 One run, start to end:
-  1. load the dataset by name, draw (or reload) the seeded split;
+  1. load the dataset by name and draw its protocol's split
+     (`data.protocols.split_for_run`: the dataset's fixed split or a seeded
+     random one), checked against `<workdir>/split.npz` if there;
   2. build the mesh, check the batch sizes and any checkpoint in the workdir
-     (an incompatible one stops the run before anything is written);
-  3. initialise or restore the state (params, optimizer states, memories, RNG)
+     (an incompatible one, or another split, stops the run before anything is
+     written); a fresh run then saves its split with its checksum;
+  3. place the training set (`config.train.data_placement`): 'device' puts
+     it on every device; 'stream' keeps only labels, texts and image
+     statistics there and reads images batch by batch (trainers/streaming.py;
+     'auto' streams lazy images and images over `max_device_bytes`);
+  4. initialise or restore the state (params, optimizer states, memories, RNG)
      and the data position, the index of the next pass of the schedule;
-  4. run the schedule: before a phase's first pass, its `begin` hook if it
-     names one (one jitted call over the device-resident training set); each
-     pass is one jitted call that scans over every batch of a fresh
-     permutation of the training set (data resident on the devices, batches
-     split over the mesh's `data` axis, the state donated);
-  5. after each pass: NaN/Inf check, JSON-lines metrics, progress, checkpoint;
-  6. encode the query and retrieval sets, evaluate mAP@all in four directions,
-     print the table and write JSON, codes and plots to `<workdir>/eval`.
+  5. run the schedule: before a phase's first pass, its `begin` hook if it
+     names one (one jitted call over the resident arrays); pass p visits the
+     training set in the order of the permutation `fold_in(state.rng, p)`:
+     with 'device' placement as jitted calls that each scan over
+     `batches_per_call` batches gathered on the devices, with 'stream' one
+     jitted step per batch from the grain pipeline (batches split over the
+     mesh's `data` axis, the state donated, in both);
+  6. after each pass: NaN/Inf check, JSON-lines metrics, progress, checkpoint
+     (with the data position), and every `config.eval.every_passes` passes
+     mAP@all of the query set against the retrieval set (state only read);
+  7. encode the query and retrieval sets and run the evaluation suite
+     (trainers/evaluation_hooks.py): the printed table, evaluation.json,
+     map.json, codes and plots in `<workdir>/eval`.
 
 The 'image' modality may be pixels [N, H, W, 3], features [N, D] or video
 clips [N, T, H, W, 3]: batches are gathered and normalised over the last axis
@@ -38,22 +50,23 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 
 from crossmodal_hash import checkpointing
 from crossmodal_hash import config_utils
 from crossmodal_hash import logging_utils
 from crossmodal_hash import sharding
+from crossmodal_hash.data import pipeline
 from crossmodal_hash.data import preprocess
+from crossmodal_hash.data import protocols
 from crossmodal_hash.data import registry as data_registry
 from crossmodal_hash.data import splits
 from crossmodal_hash.data import types
-from crossmodal_hash.evaluation import metrics as metrics_lib
-from crossmodal_hash.evaluation import plots
-from crossmodal_hash.evaluation import report
+from crossmodal_hash.evaluation import suite
 from crossmodal_hash.methods import base
 from crossmodal_hash.methods import registry as method_registry
+from crossmodal_hash.trainers import evaluation_hooks
 from crossmodal_hash.trainers import registry
+from crossmodal_hash.trainers import streaming
 
 
 class IncompatibleCheckpointError(ValueError):
@@ -66,24 +79,23 @@ class NonFiniteError(FloatingPointError):
 
 def _load_data(config: ml_collections.ConfigDict, workdir: str
               ) -> tuple[types.MultiModalData, types.Split]:
-  """The dataset and its split; the split is reused from the workdir if there."""
+  """The dataset and the run's split (see `data.protocols`).
+
+  The dataset's fixed split (Wikipedia, a features file with split arrays) or
+  a seeded random one of `config.dataset.num_query` / `num_train`; an existing
+  `<workdir>/split.npz` must hold the same split (SplitMismatchError
+  otherwise). Nothing is written here: `train_and_evaluate` saves the split
+  once the workdir's checkpoint has been checked.
+  """
   data = data_registry.DATASETS.get(config.dataset.name)(config.dataset)
-  split = splits.random_split(len(data), config.dataset.num_query,
-                              config.dataset.num_train,
-                              config.dataset.split_seed)
-  path = os.path.join(workdir, 'split.npz')
-  if os.path.exists(path):
-    saved = splits.load(path)
-    if splits.checksum(saved) != splits.checksum(split):
-      raise IncompatibleCheckpointError(
-          f'{path} holds a different split than this config draws; use another '
-          '--workdir. Nothing was overwritten.')
+  split = protocols.split_for_run(data, config.dataset, workdir, write=False)
   return data, split
 
 
 def _check_resumable(checkpointer: checkpointing.Checkpointer,
-                     config: ml_collections.ConfigDict) -> dict | None:
-  """The latest checkpoint's metadata, if compatible with `config`."""
+                     config: ml_collections.ConfigDict,
+                     split: types.Split) -> dict | None:
+  """The latest checkpoint's metadata, if compatible with `config`, `split`."""
   step = checkpointer.latest_step()
   if step is None:
     return None
@@ -98,6 +110,13 @@ def _check_resumable(checkpointer: checkpointing.Checkpointer,
         f'{checkpointer.directory} holds checkpoint {step} of an incompatible '
         'config:\n' + '\n'.join(lines) +
         '\nUse another --workdir, or the same config. Nothing was overwritten.')
+  saved_split = meta.get('split_sha256')
+  if saved_split is not None and saved_split != splits.checksum(split):
+    raise IncompatibleCheckpointError(
+        f'{checkpointer.directory} holds checkpoint {step} of a run on another '
+        f'split (sha256 {saved_split[:12]}, this run\'s '
+        f'{splits.checksum(split)[:12]}). Use another --workdir; nothing was '
+        'overwritten.')
   return meta
 
 
@@ -154,9 +173,7 @@ def pass_order(rng: jax.Array, data: base.Batch, pass_index: jax.Array,
   Returns:
     [num_steps * batch_size] int32 row indices, batch after batch.
   """
-  num_items = data['label'].shape[0]
-  order = jax.random.permutation(jax.random.fold_in(rng, pass_index),
-                                 num_items)
+  order = streaming.pass_permutation(rng, pass_index, data['label'].shape[0])
   return jax.lax.dynamic_slice_in_dim(order, first_batch * batch_size,
                                       num_steps * batch_size)
 
@@ -237,104 +254,103 @@ def run_pass(steps_fn, state, data, *, pass_index: int, num_batches: int,
     state, metrics, finite = steps_fn(state, data, jnp.int32(pass_index),
                                       jnp.int32(first), lr)
     results.append((metrics, finite))
-  metrics, finite = zip(*jax.device_get(results))
-  mean = {k: float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
-  return state, mean, bool(np.all(finite))
+  return (state, *streaming.mean_results(results))
 
 
-def encode(method: base.Method, params: Any, modality: str,
-           inputs: np.ndarray, *, batch_size: int, mesh: jax.sharding.Mesh,
-           image_stats: tuple[np.ndarray, np.ndarray] | None = None
-          ) -> np.ndarray:
-  """Codes of every row of `inputs`, in batches split over the mesh.
-
-  Args:
-    method: the trained method.
-    params: its params (replicated).
-    modality: 'img', 'txt' or 'lab'.
-    inputs: [N, ...] host array (raw pixels/features for 'img').
-    batch_size: global batch; the last one is padded and the padding dropped.
-    mesh: the mesh.
-    image_stats: (mean, inv_scale) for 'img'.
-
-  Returns:
-    [N, K] int8 codes in {-1, +1}.
-  """
-
-  def encode_batch(params, x):
-    if modality == 'img':
-      x = preprocess.normalize(x, *image_stats)
-    return method.encode(params, modality, x)
-
-  fn = jax.jit(encode_batch,
-               in_shardings=(sharding.replicated(mesh),
-                             sharding.batch_sharded(mesh)),
-               out_shardings=sharding.batch_sharded(mesh))
-  processes, me = jax.process_count(), jax.process_index()
-  local = batch_size // processes
-  out = []
-  for start in range(0, len(inputs), batch_size):
-    chunk = inputs[start:start + batch_size]
-    padded = np.concatenate(
-        [chunk, np.zeros((batch_size - len(chunk),) + chunk.shape[1:],
-                         chunk.dtype)]) if len(chunk) < batch_size else chunk
-    x = sharding.host_to_global(padded[me * local:(me + 1) * local], mesh)
-    codes = multihost_utils.process_allgather(fn(params, x), tiled=True)
-    out.append(np.asarray(codes)[:len(chunk)])
-  return np.concatenate(out).astype(np.int8)
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError for a bad evaluation or placement setting, early."""
+  suite.options_from_config(config.eval)  # Validates ties, empty, cutoffs.
+  if config.eval.every_passes < 0:
+    raise ValueError(f'config.eval.every_passes={config.eval.every_passes} '
+                     'must be >= 0 (0: no periodic evaluation).')
+  if config.train.data_placement not in streaming.PLACEMENTS:
+    raise ValueError(f'config.train.data_placement='
+                     f'{config.train.data_placement!r}; expected one of '
+                     f'{streaming.PLACEMENTS}.')
 
 
-def evaluate(method: base.Method, state: base.TrainState,
-             data: types.MultiModalData, split: types.Split,
-             config: ml_collections.ConfigDict, workdir: str,
-             mesh: jax.sharding.Mesh,
-             image_stats: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
-  """Encodes query and retrieval sets; writes the mAP table, JSON, codes, plots.
-
-  Returns:
-    {'map': {direction: mAP}, 'random_map': {...} (if configured), 'table': str}
-  """
-  query, db = data.take(split.query), data.take(split.retrieval)
-  kw = dict(batch_size=config.eval.batch_size, mesh=mesh)
-  codes = {
-      'image_query': encode(method, state.params, 'img', query.images,
-                            image_stats=image_stats, **kw),
-      'text_query': encode(method, state.params, 'txt', query.texts, **kw),
-      'image_db': encode(method, state.params, 'img', db.images,
-                         image_stats=image_stats, **kw),
-      'text_db': encode(method, state.params, 'txt', db.texts, **kw),
+def _device_passes(method: base.Method, device_data: dict[str, jax.Array],
+                   mesh: jax.sharding.Mesh, *, num_batches: int,
+                   batch_size: int, per_call: int):
+  """run(state, pass_index, network, lr, on_batch) over resident data."""
+  num_steps = batches_per_call(per_call, num_batches)
+  steps_fns = {
+      network: make_steps_fn(method, network, num_steps=num_steps,
+                             batch_size=batch_size, mesh=mesh)
+      for network in method.updates
   }
-  name = f'{config.method.upper()} ({config.bits} bits)'
-  rows = {name: metrics_lib.cross_modal_map(codes, query.labels, db.labels)}
-  results = {'map': rows[name], 'bits': config.bits,
-             'num_query': len(split.query), 'num_retrieval': len(split.retrieval),
-             'relevance': 'shares at least one label',
-             'ties': 'database index order',
-             'no_relevant_item': 'AP counted as 0'}
-  if config.eval.random_baseline:
-    rng = np.random.default_rng(config.seed)
-    random_codes = {k: np.where(rng.standard_normal(v.shape) >= 0, 1,
-                                -1).astype(np.int8) for k, v in codes.items()}
-    random_name = f'random codes ({config.bits} bits)'
-    rows[random_name] = metrics_lib.cross_modal_map(random_codes, query.labels,
-                                                    db.labels)
-    results['random_map'] = rows[random_name]
-  table = report.format_map_table(rows)
-  results['table'] = table
-  if jax.process_index() == 0:
-    out = os.path.join(workdir, 'eval')
-    os.makedirs(out, exist_ok=True)
-    report.write_json(os.path.join(out, 'map.json'), results)
-    report.save_codes(os.path.join(out, 'codes.npz'),
-                      query_labels=query.labels, retrieval_labels=db.labels,
-                      **codes)
-    if config.eval.plots:
-      plots.plot_map_bars(rows, os.path.join(out, 'map.png'))
-      plots.plot_training_curves(os.path.join(workdir, 'metrics.jsonl'),
-                                 os.path.join(out, 'training_curves.png'))
-      plots.plot_precision_at_radius(codes, query.labels, db.labels,
-                                     os.path.join(out, 'precision_radius.png'))
-  return results
+
+  def run(state, pass_index, network, learning_rate, on_batch=None):
+    del on_batch  # The bar advances by whole passes.
+    return run_pass(steps_fns[network], state, device_data,
+                    pass_index=pass_index, num_batches=num_batches,
+                    num_steps=num_steps, learning_rate=learning_rate)
+
+  return run
+
+
+def _stream_options(config: ml_collections.ConfigDict) -> pipeline.Options:
+  return pipeline.Options(worker_count=int(config.train.stream_workers))
+
+
+def _is_eval_pass(config: ml_collections.ConfigDict, pass_index: int) -> bool:
+  every = int(config.eval.every_passes)
+  return every > 0 and (pass_index + 1) % every == 0
+
+
+def _make_mesh(config: ml_collections.ConfigDict,
+               split: types.Split) -> jax.sharding.Mesh:
+  """The mesh, after checking that the batch sizes fit it and the split."""
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch_size(config.train.batch_size, mesh)
+  sharding.check_batch_size(config.eval.batch_size, mesh,
+                            'config.eval.batch_size')
+  if len(split.train) < config.train.batch_size:
+    raise ValueError(f'The training set ({len(split.train)} items) is smaller '
+                     f'than config.train.batch_size={config.train.batch_size}.')
+  return mesh
+
+
+def _place_training_set(config: ml_collections.ConfigDict,
+                        train: types.MultiModalData, mesh: jax.sharding.Mesh
+                       ) -> tuple[str, tuple[np.ndarray, np.ndarray],
+                                  dict[str, jax.Array]]:
+  """(placement, image statistics, the resident arrays on the devices).
+
+  'device' puts 'image' [T, ...] there too; 'stream' only 'label', 'text' and
+  the statistics (see `streaming.resident_arrays`).
+  """
+  placement = streaming.choose_placement(config.train.data_placement,
+                                         train.images,
+                                         int(config.train.max_device_bytes))
+  logging.info('Training data placement: %s (%d items, images %s).',
+               placement, len(train), train.images.shape)
+  image_stats = preprocess.image_statistics(train.images,
+                                            config.model.image_normalization)
+  device_data = sharding.put_replicated(
+      streaming.resident_arrays(train, image_stats,
+                                with_images=placement == 'device'), mesh)
+  return placement, image_stats, device_data
+
+
+def _init_or_restore(method: base.Method, config: ml_collections.ConfigDict,
+                     init_data: dict[str, Any], mesh: jax.sharding.Mesh,
+                     checkpointer: checkpointing.Checkpointer,
+                     meta: dict[str, Any] | None, expected_position: Callable
+                    ) -> tuple[base.TrainState, int]:
+  """(state, index of the next pass): fresh, or the latest checkpoint's."""
+  state = jax.jit(method.init, out_shardings=sharding.replicated(mesh))(
+      jax.random.PRNGKey(config.seed), init_data)
+  if meta is None:
+    return state, 0
+  state, meta = checkpointer.restore(checkpointer.latest_step(),
+                                     checkpointing.abstract_like(state))
+  start_pass = int(meta['pass_index'])
+  streaming.check_iterator_state(meta.get('data_iterator'),
+                                 expected_position(start_pass))
+  logging.info('Resumed from %s at pass %d (step %d).',
+               checkpointer.directory, start_pass, int(state.step))
+  return state, start_pass
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -349,104 +365,173 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       many passes, like a preempted job; for tests of exact resumption.
 
   Returns:
-    The evaluation results (see `evaluate`), or {'stopped_at_pass': p} when
-    stopped early.
+    The evaluation results (`evaluation_hooks.final_evaluation`: 'map',
+    'random_map', 'table', ...), or {'stopped_at_pass': p} when stopped early.
   """
+  check_config(config)
   data, split = _load_data(config, workdir)
-  mesh = sharding.make_mesh(config.mesh)
-  sharding.check_batch_size(config.train.batch_size, mesh)
-  sharding.check_batch_size(config.eval.batch_size, mesh,
-                            'config.eval.batch_size')
-  if config.dataset.num_train < config.train.batch_size:
-    raise ValueError(f'config.dataset.num_train={config.dataset.num_train} is '
-                     'smaller than config.train.batch_size='
-                     f'{config.train.batch_size}.')
+  mesh = _make_mesh(config, split)
   checkpointer = checkpointing.Checkpointer(workdir,
                                             config.train.max_checkpoints)
-  meta = _check_resumable(checkpointer, config)
-
-  train = data.take(split.train)
-  image_stats = preprocess.image_statistics(train.images,
-                                            config.model.image_normalization)
-  device_data = sharding.put_replicated(
-      {'image': train.images, 'text': train.texts, 'label': train.labels,
-       'image_mean': image_stats[0], 'image_inv_scale': image_stats[1]}, mesh)
-
-  method = method_registry.METHODS.get(config.method)(
-      config, num_labels=data.num_labels, text_dim=data.text_dim)
-  replicated = sharding.replicated(mesh)
-  state = jax.jit(method.init, out_shardings=replicated)(
-      jax.random.PRNGKey(config.seed), device_data)
-  start_pass = 0
-  if meta is not None:
-    state, meta = checkpointer.restore(checkpointer.latest_step(),
-                                       checkpointing.abstract_like(state))
-    start_pass = int(meta['pass_index'])
-    logging.info('Resumed from %s at pass %d (step %d).',
-                 checkpointer.directory, start_pass, int(state.step))
-  elif jax.process_index() == 0:
-    splits.save(os.path.join(workdir, 'split.npz'), split)
-
-  schedule = flat_schedule(method, num_epochs(config))
-  begin_fns = make_begin_fns(method, mesh)
-  num_batches = len(split.train) // config.train.batch_size
-  num_steps = batches_per_call(config.train.batches_per_call, num_batches)
-  steps_fns = {
-      network: make_steps_fn(method, network, num_steps=num_steps,
-                             batch_size=config.train.batch_size, mesh=mesh)
-      for network in method.updates
-  }
-  writer = logging_utils.MetricsWriter(os.path.join(workdir, 'metrics.jsonl'))
-  bar = logging_utils.ProgressBar(
-      total=len(schedule) * num_batches, initial=start_pass * num_batches,
-      desc=f'{config.method} {config.bits} bits', unit='step',
-      disable=not config.train.progress)
-  pass_meta = lambda p: {'pass_index': p, 'num_passes': len(schedule),
-                         'config': config_utils.to_json_dict(config),
-                         'split_sha256': splits.checksum(split)}
-  passes_run = 0
   try:
-    for p in range(start_pass, len(schedule)):
-      if stop_after_passes is not None and passes_run >= stop_after_passes:
-        return {'stopped_at_pass': p}
-      epoch, network, lr, begin = schedule[p]
-      tic = time.perf_counter()
-      if begin is not None:
-        state = begin_fns[begin](state, device_data)
-      state, metrics, finite = run_pass(
-          steps_fns[network], state, device_data, pass_index=p,
-          num_batches=num_batches, num_steps=num_steps, learning_rate=lr)
-      seconds = time.perf_counter() - tic
-      passes_run += 1
-      if not finite:
-        checkpointer.wait()
-        last = checkpointer.latest_step()
-        raise NonFiniteError(
-            f'Pass {p} ({network}, epoch {epoch}) produced NaN/Inf: '
-            f'{metrics}. The last good '
-            f'checkpoint ({"none" if last is None else f"pass {last}"}, in '
-            f'{checkpointer.directory}) is kept. Lower the learning rates or '
-            'use config.model.compute_dtype=float32.')
-      record = {'pass': p, 'epoch': epoch, 'network': network,
-                'step': int(state.step), 'seconds': seconds,
-                'items_per_second': num_batches * config.train.batch_size /
-                                    seconds,
-                'learning_rate': np.asarray(lr).tolist(),
-                **metrics}
-      writer.write(record)
-      bar.update(num_batches, net=network, loss=f'{record["loss"]:.4f}')
-      if (p + 1) % config.train.checkpoint_every_passes == 0 or (
-          p + 1 == len(schedule)):
-        checkpointer.save(p + 1, state, pass_meta(p + 1))
-  finally:
-    bar.close()
-    writer.close()
-    checkpointer.close()
+    meta = _check_resumable(checkpointer, config, split)
+    train = data.take(split.train)
+    placement, image_stats, device_data = _place_training_set(config, train,
+                                                              mesh)
+    method = method_registry.METHODS.get(config.method)(
+        config, num_labels=data.num_labels, text_dim=data.text_dim)
+    position = lambda p: streaming.iterator_state(
+        split.train, config.train.batch_size, p, placement)
+    state, start_pass = _init_or_restore(
+        method, config, device_data if placement == 'device' else
+        streaming.init_data(device_data, train.images), mesh, checkpointer,
+        meta, position)
+    if meta is None and jax.process_index() == 0:
+      splits.reuse_or_save(os.path.join(workdir, 'split.npz'), split)
 
-  results = evaluate(method, state, data, split, config, workdir, mesh,
-                     image_stats)
-  logging.info('mAP@all:\n%s', results['table'])
+    schedule = flat_schedule(method, num_epochs(config))
+    num_batches = len(split.train) // config.train.batch_size
+    if placement == 'device':
+      run = _device_passes(method, device_data, mesh, num_batches=num_batches,
+                           batch_size=config.train.batch_size,
+                           per_call=config.train.batches_per_call)
+    else:
+      run = streaming.StreamedPasses(
+          method, train, device_data, mesh,
+          batch_size=config.train.batch_size,
+          options=_stream_options(config)).run
+    evaluator = evaluation_hooks.Evaluator(
+        method, data, split, mesh, config.eval.batch_size, image_stats)
+    loop = _Loop(config, workdir, schedule, num_batches, checkpointer,
+                 lambda p: {'pass_index': p, 'num_passes': len(schedule),
+                            'config': config_utils.to_json_dict(config),
+                            'split_sha256': splits.checksum(split),
+                            'data_iterator': position(p)},
+                 stream=placement == 'stream')
+    state = loop.run(state, make_begin_fns(method, mesh), run, device_data,
+                     evaluator, start_pass=start_pass,
+                     stop_after_passes=stop_after_passes)
+  finally:
+    checkpointer.close()
+  if state is None:
+    return {'stopped_at_pass': loop.stopped_at}
+
+  results = evaluation_hooks.final_evaluation(
+      evaluator, state.params, config, workdir,
+      metadata={'method': config.method, 'dataset': config.dataset.name,
+                'step': int(state.step), 'passes': len(schedule),
+                'split_sha256': splits.checksum(split),
+                'relevance': 'shares at least one label'})
+  logging.info('Evaluation:\n%s', results['table'])
   return results
+
+
+class _Loop:
+  """The pass loop: hooks, passes, checks, records, checkpoints, evaluation.
+
+  Attributes:
+    stopped_at: the pass at which `run` stopped early (stop_after_passes).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str,
+               schedule: list, num_batches: int,
+               checkpointer: checkpointing.Checkpointer,
+               meta: Callable[[int], dict[str, Any]], *, stream: bool):
+    """The loop of a run.
+
+    Args:
+      config: the run config.
+      workdir: metrics.jsonl goes there.
+      schedule: `flat_schedule`'s passes.
+      num_batches: batches per pass.
+      checkpointer: saves after passes (closed by the caller).
+      meta: the checkpoint metadata after a number of passes.
+      stream: the pass function advances the bar batch by batch.
+    """
+    self.config = config
+    self.workdir = workdir
+    self.schedule = schedule
+    self.num_batches = num_batches
+    self.checkpointer = checkpointer
+    self.meta = meta
+    self.stream = stream
+    self.stopped_at = None
+    self.bar = None
+    self.postfix: dict[str, Any] = {}
+
+  def run(self, state, begin_fns, run_pass_fn, device_data, evaluator, *,
+          start_pass: int, stop_after_passes: int | None):
+    """Runs passes start_pass.. of the schedule; None if stopped early.
+
+    `run_pass_fn(state, pass_index, network, lr, on_batch)` -> (state, mean
+    metrics, finite) runs one pass of either placement.
+    """
+    config, num_batches = self.config, self.num_batches
+    self.bar = logging_utils.ProgressBar(
+        total=len(self.schedule) * num_batches,
+        initial=start_pass * num_batches,
+        desc=f'{config.method} {config.bits} bits', unit='step',
+        disable=not config.train.progress)
+    writer = logging_utils.MetricsWriter(
+        os.path.join(self.workdir, 'metrics.jsonl'))
+    try:
+      for p in range(start_pass, len(self.schedule)):
+        if stop_after_passes is not None and (
+            p - start_pass >= stop_after_passes):
+          self.stopped_at = p
+          return None
+        state = self._pass(p, state, begin_fns, run_pass_fn, device_data,
+                           writer)
+        if (p + 1) % config.train.checkpoint_every_passes == 0 or (
+            p + 1 == len(self.schedule)):
+          self.checkpointer.save(p + 1, state, self.meta(p + 1))
+        if _is_eval_pass(config, p):
+          self._periodic_eval(p, state, evaluator, writer)
+      return state
+    finally:
+      self.bar.close()
+      writer.close()
+
+  def _pass(self, p, state, begin_fns, run_pass_fn, device_data, writer):
+    """Pass p with its begin hook; checked, recorded and shown."""
+    epoch, network, lr, begin = self.schedule[p]
+    tic = time.perf_counter()
+    if begin is not None:
+      state = begin_fns[begin](state, device_data)
+    state, metrics, finite = run_pass_fn(state, p, network, lr,
+                                         on_batch=lambda: self.bar.update(1))
+    seconds = time.perf_counter() - tic
+    if not finite:
+      self._raise_non_finite(p, network, epoch, metrics)
+    writer.write({'pass': p, 'epoch': epoch, 'network': network,
+                  'step': int(state.step), 'seconds': seconds,
+                  'items_per_second': self.num_batches *
+                                      self.config.train.batch_size / seconds,
+                  'learning_rate': np.asarray(lr).tolist(), **metrics})
+    self.postfix.update(net=network, loss=f'{metrics["loss"]:.4f}')
+    self.bar.update(0 if self.stream else self.num_batches, **self.postfix)
+    return state
+
+  def _periodic_eval(self, p, state, evaluator, writer):
+    """mAP@all of the current params; the state is only read."""
+    maps = evaluation_hooks.periodic_map(evaluator, state.params,
+                                         self.config.eval)
+    writer.write(evaluation_hooks.map_record(p, int(state.step), maps))
+    self.postfix.update({f'map_{d}': f'{v:.3f}' for d, v in maps.items()
+                         if d in ('i2t', 't2i')})
+    self.bar.update(0, **self.postfix)
+    logging.info('Pass %d: mAP@all %s', p,
+                 ', '.join(f'{d} {v:.4f}' for d, v in maps.items()))
+
+  def _raise_non_finite(self, p, network, epoch, metrics):
+    self.checkpointer.wait()
+    last = self.checkpointer.latest_step()
+    raise NonFiniteError(
+        f'Pass {p} ({network}, epoch {epoch}) produced NaN/Inf: {metrics}. '
+        f'The last good checkpoint '
+        f'({"none" if last is None else f"pass {last}"}, in '
+        f'{self.checkpointer.directory}) is kept. Lower the learning rates or '
+        'use config.model.compute_dtype=float32.')
 
 
 registry.TRAINERS.register('alternating')(train_and_evaluate)

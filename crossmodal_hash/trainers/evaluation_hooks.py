@@ -1,0 +1,276 @@
+"""Evaluation of a trainer's state: encoding, periodic mAP, the final report.
+
+Both evaluations encode the query set and the retrieval (database) set with
+the current params, image and text side, in batches split over the mesh:
+pixels or lazy images are read one batch at a time (a lazy HDF5 dataset is
+never read whole). Neither touches the training state or any PRNG key, so
+evaluating during training cannot change what training computes.
+
+* `periodic_map`: mAP@all of I->T, T->I, I->I and T->T with index-order ties
+  (no other metric), for `config.eval.every_passes`.
+* `final_evaluation`: the full suite (`evaluation/suite.py`) on the trained
+  codes and, with `config.eval.random_baseline`, on random codes of the same
+  length; writes to `<workdir>/eval/`:
+    evaluation.json     every metric of every direction, the options, the
+                        definitions (tie and empty-query policies stated)
+    pr_curves.png, precision_at_n.png   (with `config.eval.plots`)
+    training_curves.png                 loss (and periodic mAP) per step
+    codes.npz           the trained ±1 codes and labels (the input of
+                        `python -m crossmodal_hash.evaluate --codes`)
+    random_codes.npz    the random baseline's codes, likewise
+    map.json            the headline mAP@all table of both code sets
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from crossmodal_hash import sharding
+from crossmodal_hash.data import preprocess
+from crossmodal_hash.data import types
+from crossmodal_hash.evaluation import ranking
+from crossmodal_hash.evaluation import report
+from crossmodal_hash.evaluation import suite
+from crossmodal_hash.methods import base
+
+EVAL_DIR = 'eval'
+MAP_NAME = 'map.json'
+CODES_NAME = 'codes.npz'
+RANDOM_CODES_NAME = 'random_codes.npz'
+CURVES_NAME = 'training_curves.png'
+
+ImageStats = tuple[np.ndarray, np.ndarray]
+
+
+def make_encode_fn(method: base.Method, modality: str,
+                   mesh: jax.sharding.Mesh):
+  """jit(params, x [B, ...], image_stats) -> [B, K] codes, batch-sharded."""
+
+  def encode_batch(params, x, stats):
+    if modality == 'img':
+      x = preprocess.normalize(x, *stats)
+    return method.encode(params, modality, x)
+
+  replicated = sharding.replicated(mesh)
+  return jax.jit(encode_batch,
+                 in_shardings=(replicated, sharding.batch_sharded(mesh),
+                               replicated),
+                 out_shardings=sharding.batch_sharded(mesh))
+
+
+def _local_block(inputs: Any, rows: np.ndarray, start: int,
+                 batch_size: int) -> np.ndarray:
+  """This process's part of global batch [start, start + batch_size) of rows.
+
+  Only these items are read (a lazy array reads just them; a NumPy array
+  copies just them); positions past the end are zero padding.
+
+  Returns:
+    [batch_size / process_count, ...] host array.
+  """
+  local = batch_size // jax.process_count()
+  first = start + jax.process_index() * local
+  block = np.asarray(inputs[rows[first:first + local]])
+  if len(block) < local:
+    pad = np.zeros((local - len(block),) + tuple(inputs.shape[1:]),
+                   np.dtype(inputs.dtype))
+    block = np.concatenate([block.reshape((-1,) + pad.shape[1:]), pad])
+  return block
+
+
+def encode(method: base.Method, params: Any, modality: str, inputs: Any, *,
+           batch_size: int, mesh: jax.sharding.Mesh,
+           rows: np.ndarray | None = None,
+           image_stats: ImageStats | None = None, encode_fn=None
+          ) -> np.ndarray:
+  """Codes of rows `rows` of `inputs`, in batches split over the mesh.
+
+  Args:
+    method: the trained method.
+    params: its params (replicated).
+    modality: 'img', 'txt' or 'lab'.
+    inputs: [N, ...] host array or lazy array (`data.lazy.LazyArray`); raw
+      pixels/features for 'img'. Read one batch at a time.
+    batch_size: global batch; the last one is padded and the padding dropped.
+    mesh: the mesh.
+    rows: [M] int, the rows to encode, in that order (default: all N).
+    image_stats: (mean, inv_scale) for 'img'.
+    encode_fn: `make_encode_fn(method, modality, mesh)`, to reuse its jit.
+
+  Returns:
+    [M, K] int8 codes in {-1, +1}.
+  """
+  fn = encode_fn or make_encode_fn(method, modality, mesh)
+  if image_stats is None:
+    image_stats = (np.zeros((), np.float32), np.ones((), np.float32))
+  rows = np.arange(len(inputs)) if rows is None else np.asarray(rows)
+  out = []
+  for start in range(0, len(rows), batch_size):
+    x = sharding.host_to_global(_local_block(inputs, rows, start, batch_size),
+                                mesh)
+    codes = multihost_utils.process_allgather(fn(params, x, image_stats),
+                                              tiled=True)
+    out.append(np.asarray(codes)[:len(rows) - start])
+  return np.concatenate(out).astype(np.int8)
+
+
+@dataclasses.dataclass
+class Evaluator:
+  """Encodes the query and retrieval sets of a split with given params.
+
+  Items are read from `data` a batch at a time (the sets are not copied).
+
+  Attributes:
+    method: the method (its `encode`).
+    data: the dataset (images may be lazy).
+    split: its split; `query` is ranked against `retrieval`.
+    mesh: the mesh.
+    batch_size: `config.eval.batch_size`.
+    image_stats: the training set's (mean, inv_scale).
+  """
+  method: base.Method
+  data: types.MultiModalData
+  split: types.Split
+  mesh: jax.sharding.Mesh
+  batch_size: int
+  image_stats: ImageStats
+
+  def __post_init__(self):
+    self._fns = {m: make_encode_fn(self.method, m, self.mesh)
+                 for m in ('img', 'txt')}
+    self.query_labels = self.data.labels[self.split.query]
+    self.db_labels = self.data.labels[self.split.retrieval]
+
+  def codes(self, params: Any) -> dict[str, np.ndarray]:
+    """{'image_query', 'text_query' [Q, K]; 'image_db', 'text_db' [N, K]}.
+
+    All int8 in {-1, +1}; `params` is only read.
+    """
+    out = {}
+    for side, rows in (('query', self.split.query),
+                       ('db', self.split.retrieval)):
+      for name, modality, inputs in (('image', 'img', self.data.images),
+                                     ('text', 'txt', self.data.texts)):
+        out[f'{name}_{side}'] = encode(
+            self.method, params, modality, inputs, rows=rows,
+            batch_size=self.batch_size, mesh=self.mesh,
+            image_stats=self.image_stats, encode_fn=self._fns[modality])
+    return out
+
+
+def periodic_options(eval_config: ml_collections.ConfigDict
+                    ) -> ranking.EvalOptions:
+  """mAP@all only, index-order ties, the config's empty-query policy."""
+  full = suite.options_from_config(eval_config)
+  return ranking.EvalOptions(
+      ties=('index',), empty=full.empty, top_k=(), precision_at=(), ndcg_k=(),
+      radius_curve=False, query_block=full.query_block,
+      db_block=full.db_block, num_threads=full.num_threads)
+
+
+def periodic_map(evaluator: Evaluator, params: Any,
+                 eval_config: ml_collections.ConfigDict) -> dict[str, float]:
+  """{direction: mAP@all} for i2t, t2i, i2i, t2t (index-order ties)."""
+  result = suite.evaluate_set(evaluator.codes(params),
+                              evaluator.query_labels, evaluator.db_labels,
+                              options=periodic_options(eval_config))
+  return {d: float(r['map']['index'])
+          for d, r in result['directions'].items()}
+
+
+def random_codes(like: dict[str, np.ndarray], seed: int
+                ) -> dict[str, np.ndarray]:
+  """Uniform random ±1 codes shaped like `like` (NumPy RNG, not JAX's)."""
+  rng = np.random.default_rng(seed)
+  return {k: np.where(rng.standard_normal(v.shape) >= 0, 1, -1).astype(np.int8)
+          for k, v in like.items()}
+
+
+def final_evaluation(evaluator: Evaluator, params: Any,
+                     config: ml_collections.ConfigDict, workdir: str, *,
+                     metadata: dict[str, Any] | None = None
+                    ) -> dict[str, Any]:
+  """The end-of-training report; writes `<workdir>/eval/` on process 0.
+
+  Args:
+    evaluator: encodes the split's query and retrieval sets.
+    params: the trained params.
+    config: the run config (`method`, `bits`, `seed`, `eval`).
+    workdir: the run's directory (its metrics.jsonl is plotted).
+    metadata: extra JSON-able entries for evaluation.json.
+
+  Returns:
+    {'map': {direction: mAP@all} of the trained codes, 'random_map' (with
+    `config.eval.random_baseline`), 'table': the printed table (the headline
+    mAP@all rows, then every metric of each code set), 'bits', 'num_query',
+    'num_retrieval', 'evaluation': the suite's full results}.
+  """
+  options = suite.options_from_config(config.eval)
+  codes = evaluator.codes(params)
+  name = f'{config.method.upper()} ({config.bits} bits)'
+  random_name = f'random codes ({config.bits} bits)'
+  code_sets = {name: codes}
+  if config.eval.random_baseline:
+    code_sets[random_name] = random_codes(codes, config.seed)
+  out = os.path.join(workdir, EVAL_DIR)
+  writer = jax.process_index() == 0
+  evaluation = suite.evaluate_codes(
+      code_sets, evaluator.query_labels, evaluator.db_labels, options=options,
+      out_dir=out if writer else None, plots=config.eval.plots,
+      metadata=metadata)
+  results = {
+      'map': evaluation['map'][name],
+      'bits': config.bits,
+      'num_query': len(evaluator.split.query),
+      'num_retrieval': len(evaluator.split.retrieval),
+      'relevance': 'shares at least one label',
+      'ties': evaluation['headline']['ties'],
+      'empty': evaluation['headline']['empty'],
+  }
+  if config.eval.random_baseline:
+    results['random_map'] = evaluation['map'][random_name]
+  results['table'] = evaluation['table']
+  if writer:
+    _write_outputs(out, results, code_sets, name, random_name, evaluator,
+                   workdir, config.eval.plots)
+  results['evaluation'] = evaluation
+  return results
+
+
+def _write_outputs(out: str, results: dict[str, Any],
+                   code_sets: dict[str, dict[str, np.ndarray]], name: str,
+                   random_name: str, evaluator: Evaluator, workdir: str,
+                   plots: bool) -> None:
+  """map.json, the codes files and the training curves (process 0)."""
+  report.write_json(os.path.join(out, MAP_NAME),
+                    dict(results, report=suite.REPORT_NAME))
+  labels = dict(query_labels=evaluator.query_labels,
+                retrieval_labels=evaluator.db_labels)
+  report.save_codes(os.path.join(out, CODES_NAME), **code_sets[name],
+                    **labels)
+  if random_name in code_sets:
+    report.save_codes(os.path.join(out, RANDOM_CODES_NAME),
+                      **code_sets[random_name], **labels)
+  if plots:
+    # Imported here: matplotlib is only needed when plotting.
+    from crossmodal_hash.evaluation import plots as plots_lib  # pylint: disable=g-import-not-at-top
+    plots_lib.plot_training_curves(os.path.join(workdir, 'metrics.jsonl'),
+                                   os.path.join(out, CURVES_NAME))
+
+
+def map_record(pass_index: int, step: int, maps: dict[str, float]
+              ) -> dict[str, Any]:
+  """The metrics.jsonl record of a periodic evaluation.
+
+  {'pass', 'step', 'eval_map': {direction: mAP}} plus flat 'map/<direction>'
+  entries, which `plots.plot_training_curves` draws against the step.
+  """
+  return {'pass': pass_index, 'step': step, 'eval_map': dict(maps),
+          **{f'map/{d}': v for d, v in maps.items()}}
+

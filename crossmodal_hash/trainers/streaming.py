@@ -1,0 +1,318 @@
+"""Training passes over data that is not resident on the devices.
+
+The alternating trainer keeps the training set on the devices and jits whole
+passes ('device' placement). When the images are lazy (read from files on
+demand, e.g. the DCMH release's HDF5 FLICKR-25K.mat) or too large for the
+devices, it streams them instead ('stream' placement, this module):
+
+* Only the all-item arrays the methods need stay on the devices: 'label'
+  [T, L] (all-item similarities), 'text' [T, V] and the image statistics;
+  never 'image'. The methods' updates and `begin` hooks read `data['label']`
+  only (init reads the shapes of 'image' and 'text', given one zero image row).
+* Each pass reads its batches through the grain pipeline (`data.pipeline`
+  `Loader`: read threads or worker processes, prefetch, host batches made
+  global arrays in `sharding.host_to_global`): this process's block of each
+  global batch, image and position only; labels and texts are gathered on
+  the devices.
+* One jitted call per batch runs the method's `updates[network]` with the
+  same in/out shardings as the device passes, the state donated.
+
+Batch order: pass p visits the training items in the order of
+`pass_permutation(state.rng, p, T)` under both placements, batch b being
+items [b B, (b + 1) B) of it (the last T mod B items are not visited). The
+order is a pure function of (the run's seed, p), so a streamed run resumes
+exactly from a checkpoint's pass index, and a streamed run computes what the
+device-resident one computes (up to float reassociation).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any, Callable, Sequence
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from crossmodal_hash import sharding
+from crossmodal_hash.data import batching
+from crossmodal_hash.data import lazy
+from crossmodal_hash.data import pipeline
+from crossmodal_hash.data import preprocess
+from crossmodal_hash.data import types
+from crossmodal_hash.methods import base
+
+PLACEMENTS = ('auto', 'device', 'stream')
+STATE_FORMAT = 'crossmodal_hash.pass_stream/1'
+ORDER = 'jax.random.permutation(fold_in(state.rng, pass_index), num_items)'
+# Fields read from the host per batch; the rest is gathered on the devices.
+HOST_FIELDS = ('image', 'index')
+
+
+def pass_permutation(rng: jax.Array, pass_index: jax.Array,
+                     num_items: int) -> jax.Array:
+  """[T] int32: the order in which pass `pass_index` visits the T items."""
+  return jax.random.permutation(jax.random.fold_in(rng, pass_index),
+                                num_items)
+
+
+def choose_placement(setting: str, images: Any, max_device_bytes: int) -> str:
+  """'device' or 'stream' for the training images under `setting`.
+
+  Args:
+    setting: `config.train.data_placement`: 'auto', 'device' or 'stream'.
+    images: the training images, [T, ...] host or lazy array.
+    max_device_bytes: 'auto' streams images larger than this.
+
+  Returns:
+    'stream' for 'auto' when the images are lazy or larger than
+    `max_device_bytes`; otherwise the setting ('device' for 'auto').
+  """
+  if setting not in PLACEMENTS:
+    raise ValueError(f'config.train.data_placement={setting!r}; expected one '
+                     f'of {PLACEMENTS}.')
+  if setting != 'auto':
+    return setting
+  if lazy.is_lazy(images):
+    return 'stream'
+  nbytes = len(images) * math.prod(images.shape[1:]) * np.dtype(
+      images.dtype).itemsize
+  return 'stream' if nbytes > max_device_bytes else 'device'
+
+
+def resident_arrays(train: types.MultiModalData,
+                    image_stats: tuple[np.ndarray, np.ndarray], *,
+                    with_images: bool) -> dict[str, np.ndarray]:
+  """The host arrays a placement puts on the devices.
+
+  Returns:
+    'label' [T, L], 'text' [T, V], 'image_mean' and 'image_inv_scale' [C] (or
+    [D]); with `with_images` also 'image' [T, ...] (a lazy array is read whole).
+  """
+  arrays = {'text': np.asarray(train.texts), 'label': np.asarray(train.labels),
+            'image_mean': image_stats[0], 'image_inv_scale': image_stats[1]}
+  if with_images:
+    arrays['image'] = np.asarray(train.images)
+  return arrays
+
+
+def init_data(resident: dict[str, jax.Array], images: Any) -> dict[str, Any]:
+  """`resident` plus one zero image row: what `method.init` reads (shapes)."""
+  row = jnp.zeros((1,) + tuple(images.shape[1:]), np.dtype(images.dtype))
+  return dict(resident, image=row)
+
+
+class PassBatches(grain.MapDataset):
+  """Element b: this process's block of global batch `start + b` of a pass.
+
+  Global batch b holds the training positions order[b B:(b + 1) B]; process p
+  reads rows [p B_local, (p + 1) B_local) of it, 'image' [B_local, ...] as
+  stored and 'index' [B_local] int32 (the positions: rows of the memories).
+  """
+
+  def __init__(self, reader: batching.RowReader, order: np.ndarray, *,
+               global_batch_size: int, shard: grain.sharding.ShardOptions,
+               start: int = 0):
+    super().__init__()
+    if global_batch_size % shard.shard_count:
+      raise ValueError(f'global batch size {global_batch_size} is not '
+                       f'divisible by the {shard.shard_count} processes.')
+    self._reader = reader
+    self._order = np.asarray(order, np.int64)
+    self._global = global_batch_size
+    self._local = global_batch_size // shard.shard_count
+    self._offset = shard.shard_index * self._local
+    self._num_batches = len(self._order) // global_batch_size
+    self._start = start
+
+  def __len__(self) -> int:
+    return max(0, self._num_batches - self._start)
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    if not 0 <= index < len(self):
+      raise IndexError(f'batch {index} out of range for {len(self)} batches.')
+    first = (self._start + index) * self._global + self._offset
+    batch = self._reader.read(self._order[first:first + self._local])
+    batch['index'] = batch['index'].astype(np.int32)
+    return batch
+
+  def __str__(self) -> str:
+    return (f'PassBatches(items={len(self._order)}, global_batch='
+            f'{self._global}, local_batch={self._local}, start={self._start})')
+
+
+def pass_loader(train: types.MultiModalData, order: np.ndarray, *,
+                global_batch_size: int, pass_index: int,
+                options: pipeline.Options = pipeline.Options(),
+                shard: grain.sharding.ShardOptions | None = None
+               ) -> pipeline.Loader:
+  """The grain loader of one pass: floor(T / B) batches in `order`.
+
+  Args:
+    train: the training items (images may be lazy: read in the loader).
+    order: [T] int, the pass's permutation of positions 0..T-1.
+    global_batch_size: B.
+    pass_index: the pass (recorded in the loader's fingerprint).
+    options: read threads, worker processes, prefetching.
+    shard: this process's part (default `pipeline.process_shard()`).
+  """
+  shard = shard or pipeline.process_shard()
+  reader = batching.RowReader(train, None, HOST_FIELDS)
+
+  def make(start: int) -> PassBatches:
+    return PassBatches(reader, order, global_batch_size=global_batch_size,
+                       shard=shard, start=start)
+
+  digest = hashlib.sha256(np.ascontiguousarray(order, np.int64).tobytes())
+  fingerprint = dict(kind='train_pass', pass_index=int(pass_index),
+                     num_items=len(order), order_sha256=digest.hexdigest(),
+                     global_batch_size=int(global_batch_size))
+  return pipeline.Loader(make(0), options, fingerprint, make)
+
+
+def complete_batch(batch: base.Batch, data: base.Batch,
+                   batch_spec: jax.sharding.NamedSharding) -> base.Batch:
+  """The update's batch from a streamed one, inside jit.
+
+  Args:
+    batch: 'index' [B] int32 and 'image' [B, ...] raw, batch-sharded.
+    data: the resident arrays ('label', 'text', image statistics).
+    batch_spec: the batch sharding.
+
+  Returns:
+    'index' [B], 'label' [B, L] and 'text' [B, V] gathered from `data`, and
+    'image' [B, ...] normalised to float32 (as `alternating.gather_batch`).
+  """
+  index = batch['index']
+  out = {
+      'index': index,
+      'label': data['label'][index],
+      'text': data['text'][index],
+      'image': preprocess.normalize(batch['image'], data['image_mean'],
+                                    data['image_inv_scale']),
+  }
+  return jax.lax.with_sharding_constraint(out, batch_spec)
+
+
+def make_step_fn(method: base.Method, network: str, mesh: jax.sharding.Mesh,
+                 trace_guard: Callable[[Callable], Callable] | None = None):
+  """A jitted update of `network` on one streamed batch.
+
+  Returns:
+    step(state, batch, data, learning_rate) -> (state, metrics, finite), as
+    `alternating.make_steps_fn`'s run with one batch: `batch` from the pass
+    loader (batch-sharded), `data` the resident arrays (replicated), `state`
+    donated; compiles once per network (`trace_guard` may check that).
+  """
+  update = method.updates[network]
+  batch_spec = sharding.batch_sharded(mesh)
+  replicated = sharding.replicated(mesh)
+
+  def step(state, batch, data, learning_rate):
+    state, metrics = update(state, complete_batch(batch, data, batch_spec),
+                            data, learning_rate)
+    finite = base.tree_all_finite((metrics, state.params, state.memory))
+    return state, metrics, finite
+
+  return jax.jit(trace_guard(step) if trace_guard else step,
+                 in_shardings=(replicated, batch_spec, replicated, replicated),
+                 out_shardings=replicated, donate_argnums=0)
+
+
+def mean_results(results: Sequence[tuple[dict[str, jax.Array], jax.Array]]
+                ) -> tuple[dict[str, float], bool]:
+  """(metrics averaged over calls as host floats, all finite); one transfer."""
+  metrics, finite = zip(*jax.device_get(list(results)))
+  mean = {k: float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
+  return mean, bool(np.all(finite))
+
+
+class StreamedPasses:
+  """Runs streamed passes: `run(state, pass_index, network, lr)`.
+
+  Attributes:
+    train: the training items (images may be lazy).
+    resident: the resident device arrays (`resident_arrays`, replicated).
+    mesh: the mesh.
+    batch_size: the global batch B.
+    options: the pipeline's threads, workers and prefetching.
+  """
+
+  def __init__(self, method: base.Method, train: types.MultiModalData,
+               resident: dict[str, jax.Array], mesh: jax.sharding.Mesh, *,
+               batch_size: int, options: pipeline.Options):
+    self.train = train
+    self.resident = resident
+    self.mesh = mesh
+    self.batch_size = batch_size
+    self.options = options
+    self.num_batches = len(train) // batch_size
+    self._steps = {n: make_step_fn(method, n, mesh) for n in method.updates}
+    self._order = jax.jit(pass_permutation, static_argnums=2,
+                          out_shardings=sharding.replicated(mesh))
+
+  def order(self, rng: jax.Array, pass_index: int) -> np.ndarray:
+    """[T] int32 host copy of the pass's permutation (as on the devices)."""
+    return np.asarray(jax.device_get(
+        self._order(rng, jnp.int32(pass_index), len(self.train))))
+
+  def run(self, state: base.TrainState, pass_index: int, network: str,
+          learning_rate: Any,
+          on_batch: Callable[[], None] | None = None
+         ) -> tuple[base.TrainState, dict[str, float], bool]:
+    """One pass of `network`, one jitted step per batch.
+
+    Returns:
+      (state, metrics averaged over the pass as host floats, finite).
+    """
+    loader = pass_loader(self.train, self.order(state.rng, pass_index),
+                         global_batch_size=self.batch_size,
+                         pass_index=pass_index, options=self.options)
+    step, lr = self._steps[network], jnp.asarray(learning_rate, jnp.float32)
+    iterator = loader.global_iterator(self.mesh)
+    results = []
+    try:
+      for batch in iterator:
+        state, metrics, finite = step(state, batch, self.resident, lr)
+        results.append((metrics, finite))
+        if on_batch is not None:
+          on_batch()
+    finally:
+      iterator.close()
+    return (state, *mean_results(results))
+
+
+def iterator_state(train_indices: np.ndarray, batch_size: int,
+                   next_pass: int, placement: str) -> dict[str, Any]:
+  """The data position saved with a checkpoint taken after a whole pass.
+
+  Batch order is a function of (seed, pass), so the next pass's index (and
+  batch 0 of it) is the whole position; the rest identifies the data.
+  """
+  digest = hashlib.sha256(
+      np.ascontiguousarray(train_indices, np.int64).tobytes())
+  return {'format': STATE_FORMAT, 'order': ORDER, 'next_pass': int(next_pass),
+          'next_batch': 0, 'num_items': len(train_indices),
+          'train_sha256': digest.hexdigest(),
+          'global_batch_size': int(batch_size), 'placement': placement}
+
+
+def check_iterator_state(saved: dict[str, Any] | None,
+                         expected: dict[str, Any]) -> None:
+  """Raises ValueError unless `saved` continues `expected`'s stream.
+
+  A checkpoint without a saved state (older runs) only has its pass index,
+  which is enough: nothing is checked.
+  """
+  if saved is None:
+    return
+  keys = ('format', 'order', 'next_pass', 'next_batch', 'num_items',
+          'train_sha256', 'global_batch_size')
+  different = [f'{k}: checkpoint {saved.get(k)!r}, now {expected[k]!r}'
+               for k in keys if saved.get(k) != expected[k]]
+  if different:
+    raise ValueError('The checkpoint\'s data position does not continue this '
+                     'run\'s batches (' + '; '.join(different) + ').')
