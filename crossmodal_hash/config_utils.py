@@ -22,10 +22,16 @@ def add_run_defaults(config: ml_collections.ConfigDict, *,
                      checkpoint_every_passes: int) -> ml_collections.ConfigDict:
   """Adds the `train`, `eval` and `mesh` sections every config shares.
 
+  Also `model.pretrained_cnnf` ('') where the config does not set it.
+
   `eval` holds, besides the trainer's own keys, every field of
   `evaluation.ranking.EvalOptions` (what `suite.options_from_config` reads),
   so a locked config rejects a misspelt evaluation option.
   """
+  if 'model' in config and 'pretrained_cnnf' not in config.model:
+    # MatConvNet's imagenet-vgg-f.mat to start a 224 x 224 CNN-F from
+    # (models/cnnf_weights.py); '' trains the image trunk from scratch.
+    config.model.pretrained_cnnf = ''
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 128
   # Batches per jitted call; 0: a whole pass on GPU/TPU, one batch on CPU.

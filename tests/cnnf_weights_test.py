@@ -17,12 +17,14 @@ import numpy as np
 import pytest
 import scipy.io
 
+from crossmodal_hash import sharding
 from crossmodal_hash.data import mat_files
 from crossmodal_hash.data import preprocess
 from crossmodal_hash.data import validation
 from crossmodal_hash.methods import registry
 from crossmodal_hash.models import cnnf
 from crossmodal_hash.models import cnnf_weights
+from crossmodal_hash.trainers import alternating
 
 DataFormatError = validation.DataFormatError
 
@@ -480,3 +482,47 @@ def test_pretrained_mean_normalization_subtracts_the_mean_image(real):
                      r'images are \[32, 32, 3\]'):
     preprocess.image_statistics(images[:, :32, :32], 'pretrained_mean',
                                 mean_image=mean_image)
+
+
+# ------------------------------------------------------- wiring in the trainer --
+
+
+def test_the_trainer_starts_from_the_pretrained_trunk_and_mean(real, tmp_path):
+  """A fresh run takes conv1..fc7 and the mean image from the file."""
+  config = importlib.import_module('dcmh_synthetic').get_config(','.join((
+      'dataset.image_size=224', 'dataset.num_items=24', 'dataset.num_query=4',
+      'dataset.num_train=16', 'model.image_encoder=cnnf',
+      'model.text_hidden=32', 'model.image_normalization=pretrained_mean',
+      f'model.pretrained_cnnf={real.path}', 'train.batch_size=8')))
+  data, split = alternating._load_data(config, str(tmp_path))
+  train = data.take(split.train)
+  # One device: CNN-F's compilation for eight would dominate the suite's time.
+  mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
+  pretrained = cnnf_weights.maybe_load(config.model.pretrained_cnnf,
+                                       config.model.image_encoder)
+  placement, (mean, inv_scale), device_data = alternating._place_training_set(
+      config, train, mesh, pretrained)
+  assert placement == 'device'
+  np.testing.assert_array_equal(mean, real.pretrained.mean_image)
+  np.testing.assert_array_equal(inv_scale, np.ones(3, np.float32))
+
+  method = registry.METHODS.get('dcmh')(config, num_labels=data.num_labels,
+                                        text_dim=data.text_dim)
+  state, start = alternating._init_or_restore(
+      method, config, device_data, mesh, checkpointer=None, meta=None,
+      expected_position=None, pretrained=pretrained)
+  assert start == 0
+  trunk = state.params['img']['encoder']
+  for name, leaves in real.pretrained.params.items():
+    for key, value in leaves.items():
+      np.testing.assert_array_equal(np.asarray(trunk[name][key]), value)
+  scratch, _ = alternating._init_or_restore(
+      method, config, device_data, mesh, checkpointer=None, meta=None,
+      expected_position=None, pretrained=None)
+  scratch_fc7 = scratch.params['img']['encoder']['fc7']['kernel']
+  assert not np.array_equal(np.asarray(scratch_fc7),
+                            real.pretrained.params['fc7']['kernel'])
+  # The heads after the trunk are the method's own, as initialised.
+  np.testing.assert_array_equal(
+      np.asarray(jax.tree.leaves(state.params['txt'])[0]),
+      np.asarray(jax.tree.leaves(scratch.params['txt'])[0]))

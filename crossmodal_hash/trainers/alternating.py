@@ -64,6 +64,7 @@ from crossmodal_hash.data import types
 from crossmodal_hash.evaluation import suite
 from crossmodal_hash.methods import base
 from crossmodal_hash.methods import registry as method_registry
+from crossmodal_hash.models import cnnf_weights
 from crossmodal_hash.trainers import evaluation_hooks
 from crossmodal_hash.trainers import registry
 from crossmodal_hash.trainers import streaming
@@ -312,21 +313,24 @@ def _make_mesh(config: ml_collections.ConfigDict,
 
 
 def _place_training_set(config: ml_collections.ConfigDict,
-                        train: types.MultiModalData, mesh: jax.sharding.Mesh
+                        train: types.MultiModalData, mesh: jax.sharding.Mesh,
+                        pretrained: cnnf_weights.PretrainedCNNF | None
                        ) -> tuple[str, tuple[np.ndarray, np.ndarray],
                                   dict[str, jax.Array]]:
   """(placement, image statistics, the resident arrays on the devices).
 
   'device' puts 'image' [T, ...] there too; 'stream' only 'label', 'text' and
-  the statistics (see `streaming.resident_arrays`).
+  the statistics (see `streaming.resident_arrays`). A pretrained CNN-F
+  supplies the mean image of 'pretrained_mean' normalisation.
   """
   placement = streaming.choose_placement(config.train.data_placement,
                                          train.images,
                                          int(config.train.max_device_bytes))
   logging.info('Training data placement: %s (%d items, images %s).',
                placement, len(train), train.images.shape)
-  image_stats = preprocess.image_statistics(train.images,
-                                            config.model.image_normalization)
+  image_stats = preprocess.image_statistics(
+      train.images, config.model.image_normalization,
+      mean_image=None if pretrained is None else pretrained.mean_image)
   device_data = sharding.put_replicated(
       streaming.resident_arrays(train, image_stats,
                                 with_images=placement == 'device'), mesh)
@@ -336,12 +340,20 @@ def _place_training_set(config: ml_collections.ConfigDict,
 def _init_or_restore(method: base.Method, config: ml_collections.ConfigDict,
                      init_data: dict[str, Any], mesh: jax.sharding.Mesh,
                      checkpointer: checkpointing.Checkpointer,
-                     meta: dict[str, Any] | None, expected_position: Callable
+                     meta: dict[str, Any] | None, expected_position: Callable,
+                     pretrained: cnnf_weights.PretrainedCNNF | None
                     ) -> tuple[base.TrainState, int]:
-  """(state, index of the next pass): fresh, or the latest checkpoint's."""
+  """(state, index of the next pass): fresh, or the latest checkpoint's.
+
+  A fresh state takes the image trunk of a pretrained CNN-F if one is given;
+  a resumed one has it in its checkpoint.
+  """
   state = jax.jit(method.init, out_shardings=sharding.replicated(mesh))(
       jax.random.PRNGKey(config.seed), init_data)
   if meta is None:
+    if pretrained is not None:
+      state = state.replace(params=sharding.put_replicated(
+          pretrained.merge_into(state.params), mesh))
     return state, 0
   state, meta = checkpointer.restore(checkpointer.latest_step(),
                                      checkpointing.abstract_like(state))
@@ -376,8 +388,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   try:
     meta = _check_resumable(checkpointer, config, split)
     train = data.take(split.train)
-    placement, image_stats, device_data = _place_training_set(config, train,
-                                                              mesh)
+    pretrained = cnnf_weights.maybe_load(
+        config.model.pretrained_cnnf, config.model.image_encoder)
+    placement, image_stats, device_data = _place_training_set(
+        config, train, mesh, pretrained)
     method = method_registry.METHODS.get(config.method)(
         config, num_labels=data.num_labels, text_dim=data.text_dim)
     position = lambda p: streaming.iterator_state(
@@ -385,7 +399,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state, start_pass = _init_or_restore(
         method, config, device_data if placement == 'device' else
         streaming.init_data(device_data, train.images), mesh, checkpointer,
-        meta, position)
+        meta, position, pretrained)
     if meta is None and jax.process_index() == 0:
       splits.reuse_or_save(os.path.join(workdir, 'split.npz'), split)
 
