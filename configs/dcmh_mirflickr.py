@@ -10,6 +10,7 @@ and one text-net pass, SGD with lr linear from 10^-1.5 to 10^-6.
 import ml_collections
 
 from crossmodal_hash import config_utils
+from crossmodal_hash.data import user_files
 from crossmodal_hash.methods import dcmh
 
 
@@ -19,12 +20,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.seed = 0
   config.bits = 16
 
-  config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = 'mirflickr25k'
-  config.dataset.path = ''
-  config.dataset.num_query = 2000
-  config.dataset.num_train = 10000
-  config.dataset.split_seed = 0
+  config.dataset = user_files.dataset_config('mirflickr25k')
 
   config.model = ml_collections.ConfigDict()
   config.model.image_encoder = 'cnnf'

@@ -12,6 +12,7 @@ RESUMABLE_CHANGES = (
     'train.checkpoint_every_passes', 'train.max_checkpoints', 'train.progress',
     'train.batches_per_call', 'train.data_placement', 'train.max_device_bytes',
     'train.stream_workers', 'mesh', 'eval', 'ssah.num_epochs',
+    'dsmhn.num_epochs',  # DCMH's rate decays over num_epochs: not resumable.
 )
 
 # Where the training set lives (see trainers/alternating.py).

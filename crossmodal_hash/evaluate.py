@@ -1,6 +1,6 @@
 r"""Command line: evaluate saved hash codes with the full metric suite.
 
-  python -m crossmodal_hash.evaluate --codes runs/ssah_64/eval
+  python -m crossmodal_hash.evaluate --codes runs/ssah_64/eval  # -> .../eval/evaluate
   python -m crossmodal_hash.evaluate --codes runs --out reports/all \
       --ties tie_aware,index --empty skip --top_k 100,1000
 
@@ -12,7 +12,8 @@ file is one code set as `report.save_codes` writes it (the trainer's
 or labels are skipped with a note. Every direction present is evaluated;
 the table is printed, and `evaluation.json`, `pr_curves.png` and
 `precision_at_n.png` (one line per file, e.g. per bit length) are written to
---out, by default the --codes directory (or the file's directory).
+--out, by default the folder `evaluate` in the --codes directory (or in the
+file's directory), so the trainer's own report there is never overwritten.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument('--codes', required=True,
                       help='a .npz file, or a directory searched recursively')
   parser.add_argument('--out', default=None,
-                      help='output directory (default: next to the codes)')
+                      help='output directory (default: evaluate/ in the codes directory)')
   parser.add_argument('--ties', type=_str_tuple, default=defaults.ties,
                       help='tie policies, the headline first '
                            f'(default {join(defaults.ties)})')
@@ -129,8 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   if not sets:
     print(f'No code file found under {args.codes!r}.', file=sys.stderr)
     return 1
-  out_dir = args.out or (args.codes if os.path.isdir(args.codes) else
-                         os.path.dirname(os.path.abspath(args.codes)))
+  out_dir = args.out or os.path.join(
+      args.codes if os.path.isdir(args.codes) else
+      os.path.dirname(os.path.abspath(args.codes)), 'evaluate')
   results = suite.assemble(sets, options,
                            {'codes': os.path.abspath(args.codes),
                             'created': time.strftime('%Y-%m-%dT%H:%M:%S')})

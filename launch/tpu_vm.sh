@@ -8,7 +8,9 @@
 #
 # `run` starts the same command on --worker=all; main.py's --multiprocess calls
 # jax.distributed.initialize(), which discovers the pod's workers by itself.
-# WORKDIR should be a gs:// path (orbax writes checkpoints there directly).
+# WORKDIR must be a directory every worker sees (a shared file system such as
+# Filestore or a gcsfuse mount): the split, metrics and reports are written
+# with local file I/O, so a gs:// URL is not accepted.
 set -euo pipefail
 cmd=${1:?command}; name=${2:?name}; zone=${3:?zone}; shift 3
 repo=$(cd "$(dirname "$0")/.." && pwd)

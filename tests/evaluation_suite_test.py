@@ -146,19 +146,22 @@ def test_cli_evaluates_a_directory_of_code_files(tmp_path, capsys):
     expected[f'b{bits}/eval/codes ({bits} bits)'] = metrics.cross_modal_map(
         codes, ql, dl)
   np.savez(root / 'unrelated.npz', x=np.zeros(3))
+  (root / 'evaluation.json').write_text('a report written before')
   assert evaluate_cli.main(['--codes', str(root), '--top_k', '10,50',
                             '--precision_at', '1,10', '--ndcg_k', '10']) == 0
   out = capsys.readouterr()
   assert 'skipping' in out.err and 'unrelated.npz' in out.err
   for name in expected:
     assert name in out.out
-  written = report.read_json(root / 'evaluation.json')
+  # The default output folder leaves the files next to the codes alone.
+  assert (root / 'evaluation.json').read_text() == 'a report written before'
+  written = report.read_json(root / 'evaluate' / 'evaluation.json')
   assert list(written['map']) == list(expected)
   for name, maps in expected.items():
     assert written['map'][name] == pytest.approx(maps, rel=1e-12)
     assert written['sets'][name]['bits'] == int(name.split('(')[1].split()[0])
-  _assert_png(root / 'pr_curves.png')
-  _assert_png(root / 'precision_at_n.png')
+  _assert_png(root / 'evaluate' / 'pr_curves.png')
+  _assert_png(root / 'evaluate' / 'precision_at_n.png')
 
 
 def test_cli_single_file_options_and_out(tmp_path, capsys):
@@ -196,4 +199,4 @@ def test_cli_runs_as_a_module(tmp_path):
   assert proc.returncode == 0, proc.stderr
   assert 'mAP@all (index order' in proc.stdout
   assert 'codes (16 bits)' in proc.stdout
-  assert (tmp_path / 'evaluation.json').exists()
+  assert (tmp_path / 'evaluate' / 'evaluation.json').exists()
