@@ -1,4 +1,4 @@
-"""SSAH on the built-in synthetic dataset: the default demo, ~4 min on 2 CPU cores.
+"""SSAH on the built-in synthetic dataset: the default demo, ~3 min on 2 CPU cores.
 
 Usage:
   python -m crossmodal_hash.main --config=configs/ssah_synthetic.py --workdir=DIR

@@ -12,7 +12,8 @@ RESUMABLE_CHANGES = (
     'train.checkpoint_every_passes', 'train.max_checkpoints', 'train.progress',
     'train.batches_per_call', 'train.data_placement', 'train.max_device_bytes',
     'train.stream_workers', 'mesh', 'eval', 'ssah.num_epochs',
-    'dsmhn.num_epochs',  # DCMH's rate decays over num_epochs: not resumable.
+    # DSMHN's rate does not depend on num_epochs; DCMH's decays over it.
+    'dsmhn.num_epochs',
 )
 
 # Where the training set lives (see trainers/alternating.py).

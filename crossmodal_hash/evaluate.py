@@ -50,7 +50,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument('--codes', required=True,
                       help='a .npz file, or a directory searched recursively')
   parser.add_argument('--out', default=None,
-                      help='output directory (default: evaluate/ in the codes directory)')
+                      help='output directory (default: evaluate/ in the '
+                           'codes directory)')
   parser.add_argument('--ties', type=_str_tuple, default=defaults.ties,
                       help='tie policies, the headline first '
                            f'(default {join(defaults.ties)})')

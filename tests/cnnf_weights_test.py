@@ -522,7 +522,7 @@ def test_the_trainer_starts_from_the_pretrained_trunk_and_mean(real, tmp_path):
   scratch_fc7 = scratch.params['img']['encoder']['fc7']['kernel']
   assert not np.array_equal(np.asarray(scratch_fc7),
                             real.pretrained.params['fc7']['kernel'])
-  # The heads after the trunk are the method's own, as initialised.
+  # Everything outside the image trunk is the fresh initialisation.
   np.testing.assert_array_equal(
       np.asarray(jax.tree.leaves(state.params['txt'])[0]),
       np.asarray(jax.tree.leaves(scratch.params['txt'])[0]))
