@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
+from crossmodal_hash.evaluation import precision_sums
 from crossmodal_hash.evaluation import ranking
 from crossmodal_hash.evaluation import summary
 
@@ -210,8 +211,45 @@ def test_streaming_equals_unblocked_at_many_block_sizes():
     np.testing.assert_array_equal(qm.ball_relevant, reference.ball_relevant)
 
 
+@pytest.fixture(params=['counting', 'sort'])
+def ap_engine(request, monkeypatch):
+  """Index-order mAP@all alone by numba's counting pass, or by NumPy's sort."""
+  if request.param == 'counting' and not precision_sums.AVAILABLE:
+    pytest.skip('numba is not installed: mAP@all uses the sort route')
+  if request.param == 'sort':
+    monkeypatch.setattr(precision_sums, 'AVAILABLE', False)
+  return request.param
+
+
+@pytest.mark.parametrize(
+    'seed,q,n,k,db_block',
+    [
+        (20, 6, 90, 2, 65536),   # 3 distances: nearly all items tie
+        (21, 5, 300, 16, 65536),
+        (22, 5, 300, 16, 7),     # streamed; ranks beyond a block's length
+        (23, 4, 41, 8, 1),       # blocks of one item
+        (24, 3, 5, 33, 65536),   # bits not a multiple of 32, tiny database
+    ])
+def test_map_only_matches_brute_force(ap_engine, seed, q, n, k, db_block):
+  del ap_engine  # the fixture picked the engine
+  qc, dc, ql, dl = _problem(seed, q, n, k, 'multi', num_labels=4, p=0.3)
+  ql[0] = 0  # a query with no relevant item
+  options = ranking.EvalOptions(ties=('index',), top_k=(), precision_at=(),
+                                ndcg_k=(), radius_curve=False,
+                                db_block=db_block, query_block=2)
+  qm = ranking.hamming_query_metrics(qc, dc, ql, dl, options)
+  for i in range(q):
+    dist = (qc[i] != dc).sum(axis=1)
+    rel = ((ql[i] != 0) & (dl != 0)).any(axis=1)
+    assert qm.ap['index'][i] == pytest.approx(_index_ap(dist, rel),
+                                              rel=1e-12, abs=1e-15)
+    assert qm.num_relevant[i] == rel.sum()
+  assert qm.ap['index'][0] == 0.0
+
+
 @pytest.mark.parametrize('db_block', [65536, 130])
-def test_map_only_fast_path_equals_full_path(db_block):
+def test_map_only_fast_path_equals_full_path(ap_engine, db_block):
+  del ap_engine  # the fixture picked the engine
   qc, dc, ql, dl = _problem(6, 40, 900, 12, 'multi', num_labels=8, p=0.15)
   full = ranking.hamming_query_metrics(qc, dc, ql, dl, _ALL)
   for policy in ranking.TIE_POLICIES:

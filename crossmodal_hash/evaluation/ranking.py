@@ -8,7 +8,9 @@ value). Equal distances are *ties*; two policies are computed:
 * ``'index'`` (the default): ties are ranked in database-index order, so every
   ranking is deterministic. Its metrics need each item's exact rank, which a
   stable counting sort of the small-integer distances gives in O(N) per query
-  (NumPy's stable argsort of uint8/uint16 keys is a radix sort).
+  (NumPy's stable argsort of uint8/uint16 keys is a radix sort). mAP@all
+  alone is summed without any sort, by per-distance counters in one compiled
+  pass (`precision_sums`, when numba is installed).
 * ``'tie_aware'``: the expectation over all orders within ties, from the counts
   of items and relevant items at each distance only (`closed_forms`), O(N) to
   count and O(V) per query after that.
@@ -42,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crossmodal_hash.evaluation import closed_forms
+from crossmodal_hash.evaluation import precision_sums
 from crossmodal_hash.retrieval import packing
 
 TIE_POLICIES = ('index', 'tie_aware')
@@ -64,6 +67,10 @@ _MAX_QUERY_ROWS = 256
 _PACK_ROWS = 1 << 16
 # Queries sorted together: their [rows, db_block] temporaries stay in cache.
 _SORT_ROWS = 16
+# mAP@all alone in index order is summed by `precision_sums` (no sort) when
+# numba is there and distances take at most this many values (its counters
+# are [4, V] per query: Hamming codes, not the cosine ranks' V ~ N).
+_COUNTING_VALUES = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -633,7 +640,8 @@ def _index_pass(problem: _Problem, plan: _Plan, qs: slice,
   `_SORT_ROWS` queries at a time so the temporaries stay in cache. With
   several blocks, an item's global rank adds the items at smaller distances
   in the whole database and at its own distance in earlier blocks (from the
-  counts of the first pass).
+  counts of the first pass). mAP@all alone needs no ranks: `precision_sums`
+  counts its way through each block instead, from the same offsets.
 
   Returns:
     {'ap': [B], 'trunc_num', 'trunc_den', 'dcmh_num': [B, len(top_k)],
@@ -656,6 +664,8 @@ def _index_pass(problem: _Problem, plan: _Plan, qs: slice,
     seen = np.zeros((b, num_values), dtype=np.int64)
     seen_rel = np.zeros((b, num_values), dtype=np.int64)
     sums['num_relevant'][:] = r_tot.sum(axis=1)
+  counting = (precision_sums.AVAILABLE and num_values <= _COUNTING_VALUES and
+              not (plan.top_k or plan.precision_at or plan.ndcg_k))
   for k, ds in enumerate(problem.db_blocks):
     dist, key = cache if cache is not None else problem.block_fn(qs, ds)
     offsets = None
@@ -663,11 +673,21 @@ def _index_pass(problem: _Problem, plan: _Plan, qs: slice,
       counts = block_counts[k].reshape(b, num_values, -1)
       n_blk = counts.sum(axis=2)
       r_blk = n_blk - counts[:, :, 0]
-      offsets = (before + seen - closed_forms.exclusive_cumsum(n_blk),
-                 hits_before + seen_rel - closed_forms.exclusive_cumsum(r_blk),
-                 n_blk)
+      # Items (relevant items) ranked before the block's items at each
+      # distance: all at smaller distances, and at it in earlier blocks.
+      rank_base, hit_base = before + seen, hits_before + seen_rel
+      offsets = (rank_base - closed_forms.exclusive_cumsum(n_blk),
+                 hit_base - closed_forms.exclusive_cumsum(r_blk), n_blk)
       seen += n_blk
       seen_rel += r_blk
+    if counting:
+      if single:
+        rank_base = hit_base = np.zeros((0, 0), dtype=np.int64)
+      precision_sums.count_precision_sums(
+          dist, key, (1 << problem.shift) - 1, num_values, single, rank_base,
+          hit_base, plan.inverse_rank, sums['ap'],
+          sums['num_relevant'] if single else np.zeros(b, dtype=np.int64))
+      continue
     for start in range(0, b, _SORT_ROWS):
       rows = slice(start, min(start + _SORT_ROWS, b))
       row_sums = {name: value[rows] for name, value in sums.items()}
