@@ -104,10 +104,18 @@ def _count_precision_sums(dist, key, mask, num_values, whole, rank_base,
     num_relevant[row] += relevant
 
 
-if AVAILABLE:
-  # nogil: `ranking` runs query blocks in threads; cache: compile once per
-  # installation, not per process.
-  count_precision_sums = numba.njit(nogil=True, cache=True)(
-      _count_precision_sums)
-else:  # pragma: no cover
-  count_precision_sums = None
+def _compile(fn):
+  """Compiles `fn` with numba: no GIL held, cached on disk where possible.
+
+  `ranking` runs query blocks in threads. The disk cache compiles once per
+  installation; where numba finds no writable cache directory, once per
+  process.
+  """
+  try:
+    return numba.njit(nogil=True, cache=True)(fn)
+  except RuntimeError:  # no writable cache location: compile in each process
+    return numba.njit(nogil=True)(fn)
+
+
+count_precision_sums = (_compile(_count_precision_sums) if AVAILABLE else
+                        None)
