@@ -10,8 +10,9 @@ file is one code set as `report.save_codes` writes it (the trainer's
 'image_db', 'text_db' (any subset that forms a direction) and labels
 'query_labels' and 'retrieval_labels' (or 'db_labels'). Files without codes
 or labels are skipped with a note. Every direction present is evaluated;
-the table is printed, and `evaluation.json`, `pr_curves.png` and
-`precision_at_n.png` (one line per file, e.g. per bit length) are written to
+the table is printed, and `evaluation.json`, `pr_curves.png`,
+`precision_at_n.png` (one line per file, e.g. per bit length) and `map.png`
+(one bar per file in each direction) are written to
 --out, by default the folder `evaluate` in the --codes directory (or in the
 file's directory), so the trainer's own report there is never overwritten.
 """

@@ -47,11 +47,11 @@ def test_evaluate_codes_computes_writes_and_tabulates(tmp_path):
       {'trained (16 bits)': codes, 'random (16 bits)': random_codes}, ql, dl,
       options=_SMALL, out_dir=tmp_path / 'eval', metadata={'step': 7})
   assert sorted(os.listdir(tmp_path / 'eval')) == [
-      'evaluation.json', 'pr_curves.png', 'precision_at_n.png']
+      'evaluation.json', 'map.png', 'pr_curves.png', 'precision_at_n.png']
   assert results['files'] == [str(tmp_path / 'eval' / name) for name in (
-      'evaluation.json', 'pr_curves.png', 'precision_at_n.png')]
-  _assert_png(tmp_path / 'eval' / 'pr_curves.png')
-  _assert_png(tmp_path / 'eval' / 'precision_at_n.png')
+      'evaluation.json', 'pr_curves.png', 'precision_at_n.png', 'map.png')]
+  for png in ('pr_curves.png', 'precision_at_n.png', 'map.png'):
+    _assert_png(tmp_path / 'eval' / png)
   # mAP@all of every direction equals the single-metric function's.
   for name, code_set in (('trained (16 bits)', codes),
                          ('random (16 bits)', random_codes)):
@@ -121,12 +121,15 @@ def test_headline_follows_first_tie_policy():
   assert results['table'].startswith('mAP@all (tie-aware;')
 
 
-def test_plots_need_curves(tmp_path):
+def test_curve_plots_need_curves(tmp_path):
   codes, ql, dl = _code_set(4, 8)
   options = ranking.EvalOptions(precision_at=(), radius_curve=False)
   results = suite.evaluate_codes({'x': codes}, ql, dl, options=options,
                                  out_dir=tmp_path)
-  assert os.listdir(tmp_path) == ['evaluation.json']
+  # No PR or P@N curve was computed; mAP always is, so its bars are drawn.
+  assert sorted(os.listdir(tmp_path)) == ['evaluation.json', 'map.png']
+  assert results['files'] == [str(tmp_path / 'evaluation.json'),
+                              str(tmp_path / 'map.png')]
 
 
 def _save(path, seed, bits, db_key='retrieval_labels'):
@@ -160,8 +163,8 @@ def test_cli_evaluates_a_directory_of_code_files(tmp_path, capsys):
   for name, maps in expected.items():
     assert written['map'][name] == pytest.approx(maps, rel=1e-12)
     assert written['sets'][name]['bits'] == int(name.split('(')[1].split()[0])
-  _assert_png(root / 'evaluate' / 'pr_curves.png')
-  _assert_png(root / 'evaluate' / 'precision_at_n.png')
+  for png in ('pr_curves.png', 'precision_at_n.png', 'map.png'):
+    _assert_png(root / 'evaluate' / png)
 
 
 def test_cli_single_file_options_and_out(tmp_path, capsys):

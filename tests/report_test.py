@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from crossmodal_hash import logging_utils
-from crossmodal_hash.evaluation import metrics
 from crossmodal_hash.evaluation import plots
 from crossmodal_hash.evaluation import report
 
@@ -138,38 +137,6 @@ def test_plot_map_bars(tmp_path):
   _assert_png(out)
   plots.plot_map_bars({'a': {'i2t': 0.5}}, str(tmp_path / 'partial.png'))
   _assert_png(tmp_path / 'partial.png')
-
-
-def test_plot_precision_at_radius(tmp_path):
-  rng = np.random.default_rng(1)
-  k, q, n = 24, 12, 80
-
-  def codes(m):
-    return np.where(rng.random((m, k)) < 0.5, -1, 1).astype(np.int8)
-
-  all_codes = {'image_query': codes(q), 'text_query': codes(q),
-               'image_db': codes(n), 'text_db': codes(n)}
-  ql = (rng.random((q, 4)) < 0.3).astype(np.uint8)
-  dl = (rng.random((n, 4)) < 0.3).astype(np.uint8)
-  out = tmp_path / 'radius.png'
-  curves = plots.plot_precision_at_radius(all_codes, ql, dl, str(out))
-  _assert_png(out)
-  assert sorted(curves) == ['i2t', 't2i']
-  for direction, curve in curves.items():
-    assert len(curve.radius) == k + 1
-    # Random 24-bit codes: small balls are empty, so some points are undefined.
-    assert not curve.defined[0] and curve.defined[-1]
-    assert np.all(np.isfinite(curve.precision))
-    assert np.all(np.isfinite(curve.recall))
-    query_key, db_key = metrics.DIRECTION_PAIRS[direction]
-    expected = metrics.precision_recall_at_radius(
-        all_codes[query_key], all_codes[db_key], ql, dl)
-    np.testing.assert_array_equal(curve.precision, expected.precision)
-  curves = plots.plot_precision_at_radius(all_codes, ql, dl,
-                                          str(tmp_path / 'r2.png'),
-                                          max_radius=3)
-  assert len(curves['i2t'].radius) == 4
-  _assert_png(tmp_path / 'r2.png')
 
 
 def _direction_summary(value):

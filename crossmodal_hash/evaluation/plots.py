@@ -134,69 +134,6 @@ def plot_map_bars(rows: Mapping[str, Mapping[str, float]],
   _save(fig, out_png)
 
 
-def plot_precision_at_radius(
-    codes: Mapping[str, np.ndarray],
-    query_labels: np.ndarray,
-    db_labels: np.ndarray,
-    out_png: str | os.PathLike[str],
-    max_radius: int | None = None,
-    directions: Sequence[str] = ('i2t', 't2i'),
-) -> dict[str, metrics.RadiusCurve]:
-  """Plots precision and recall of Hamming-ball lookup against the radius.
-
-  For each direction and radius r = 0..max_radius, the retrieved set is every
-  database item within Hamming distance r (see
-  `metrics.precision_recall_at_radius`). Left panel: precision (solid) and
-  recall (dashed) against r; right panel: precision against recall. Radii
-  where no query's ball is non-empty have no defined precision and are left
-  out of the plot (no NaN is ever plotted).
-
-  Args:
-    codes: as in `metrics.cross_modal_map` ('image_query', 'text_query',
-      'image_db', 'text_db'; [Q, K] / [N, K] in {-1, +1}).
-    query_labels: [Q, L] multi-hot.
-    db_labels: [N, L] multi-hot.
-    out_png: the PNG to write.
-    max_radius: the largest radius; None means K.
-    directions: which directions to plot.
-
-  Returns:
-    {direction: RadiusCurve}, the plotted data (precision only where
-    `curve.defined`).
-  """
-  curves = {}
-  for direction in directions:
-    query_key, db_key = metrics.DIRECTION_PAIRS[direction]
-    curves[direction] = metrics.precision_recall_at_radius(
-        codes[query_key], codes[db_key], query_labels, db_labels,
-        max_radius=max_radius)
-
-  fig, (ax_r, ax_pr) = plt.subplots(1, 2, figsize=(12, 4.5))
-  for direction, curve in curves.items():
-    label = report.DIRECTION_NAMES.get(direction, direction)
-    defined = curve.defined
-    line, = ax_r.plot(curve.radius[defined], curve.precision[defined],
-                      marker='o', markersize=3, label=f'{label} precision')
-    ax_r.plot(curve.radius, curve.recall, linestyle='--',
-              color=line.get_color(), label=f'{label} recall')
-    ax_pr.plot(curve.recall[defined], curve.precision[defined], marker='o',
-               markersize=3, color=line.get_color(), label=label)
-  ax_r.set_xlabel('Hamming radius r')
-  ax_r.set_ylabel('precision / recall within radius r')
-  ax_r.set_ylim(-0.02, 1.02)
-  ax_r.legend(fontsize=8)
-  ax_r.grid(True, alpha=0.3)
-  ax_pr.set_xlabel('recall')
-  ax_pr.set_ylabel('precision')
-  ax_pr.set_xlim(-0.02, 1.02)
-  ax_pr.set_ylim(-0.02, 1.02)
-  ax_pr.set_title('precision-recall over Hamming radii')
-  ax_pr.legend(fontsize=8)
-  ax_pr.grid(True, alpha=0.3)
-  _save(fig, out_png)
-  return curves
-
-
 def _direction_axes(directions: Sequence[str], title: str
                    ) -> tuple['matplotlib.figure.Figure', dict[str, Any]]:
   """A figure with one panel per direction, in a row."""

@@ -28,6 +28,7 @@ from crossmodal_hash.evaluation import summary
 REPORT_NAME = 'evaluation.json'
 PR_PLOT_NAME = 'pr_curves.png'
 PRECISION_PLOT_NAME = 'precision_at_n.png'
+MAP_PLOT_NAME = 'map.png'
 
 _TUPLE_FIELDS = ('ties', 'top_k', 'precision_at', 'ndcg_k')
 
@@ -142,7 +143,8 @@ def write_outputs(results: Mapping[str, Any], out_dir: str | os.PathLike[str],
     out_dir: created if needed.
     plots: whether to draw `pr_curves.png` (precision against recall over
       Hamming radii) and `precision_at_n.png`, one panel per direction and
-      one line per code set.
+      one line per code set, and `map.png`, the headline mAP@all of each
+      direction as bars, one per code set.
 
   Returns:
     The paths written.
@@ -160,6 +162,12 @@ def write_outputs(results: Mapping[str, Any], out_dir: str | os.PathLike[str],
     p_path = os.path.join(out_dir, PRECISION_PLOT_NAME)
     if plots_lib.plot_precision_at_n(results, p_path):
       paths.append(p_path)
+    map_path = os.path.join(out_dir, MAP_PLOT_NAME)
+    directions = [d for d in metrics.DIRECTIONS
+                  if any(d in maps for maps in results['map'].values())]
+    if directions:
+      plots_lib.plot_map_bars(results['map'], map_path, directions)
+      paths.append(map_path)
   return paths
 
 

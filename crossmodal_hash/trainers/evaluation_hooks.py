@@ -13,7 +13,7 @@ evaluating during training cannot change what training computes.
   length; writes to `<workdir>/eval/`:
     evaluation.json     every metric of every direction, the options, the
                         definitions (tie and empty-query policies stated)
-    pr_curves.png, precision_at_n.png   (with `config.eval.plots`)
+    pr_curves.png, precision_at_n.png, map.png   (with `config.eval.plots`)
     training_curves.png                 loss (and periodic mAP) per step
     codes.npz           the trained ±1 codes and labels (the input of
                         `python -m crossmodal_hash.evaluate --codes`)
