@@ -10,12 +10,15 @@ Typical use in a trainer:
       writer.write({'step': step, 'network': 'img', 'loss': loss})
   writer.close()
 
-Human-readable events go through `absl.logging` as usual.
+Human-readable events go through `absl.logging` as usual;
+`quiet_library_info()` keeps the INFO lines of chatty libraries (orbax writes
+about twenty per checkpoint) off the console.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 import json
+import logging as std_logging
 import math
 import os
 import sys
@@ -25,6 +28,34 @@ from typing import Any, TextIO
 from absl import logging
 import jax
 import numpy as np
+
+
+class _LibraryInfoFilter(std_logging.Filter):
+  """Drops records below WARNING logged from inside the given packages."""
+
+  def __init__(self, packages: tuple[str, ...]):
+    super().__init__()
+    self.packages = packages
+    self._dirs = tuple(f'{os.sep}{name}{os.sep}' for name in packages)
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if (record.levelno >= std_logging.WARNING or
+        logging.get_verbosity() >= logging.DEBUG):
+      return True
+    return not any(d in record.pathname for d in self._dirs)
+
+
+def quiet_library_info(packages: tuple[str, ...] = ('orbax',)) -> None:
+  """Keeps the packages' INFO records out of absl's log (so off the console).
+
+  Their warnings and errors still show, and so does everything at
+  `--verbosity=1` or above. Calling it again with the same packages adds
+  nothing.
+  """
+  logger = logging.get_absl_logger()
+  if not any(isinstance(f, _LibraryInfoFilter) and f.packages == packages
+             for f in logger.filters):
+    logger.addFilter(_LibraryInfoFilter(tuple(packages)))
 
 
 def _is_main_process() -> bool:

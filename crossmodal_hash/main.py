@@ -17,6 +17,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from crossmodal_hash import logging_utils
 from crossmodal_hash import methods
 from crossmodal_hash import trainers
 
@@ -46,6 +47,7 @@ def main(argv):
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
+  logging_utils.quiet_library_info()
   config = _CONFIG.value
   logging.info('JAX devices: %s (process %d of %d).', jax.devices(),
                jax.process_index(), jax.process_count())

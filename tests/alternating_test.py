@@ -328,6 +328,8 @@ def test_main_command_fast_variant(tmp_path):
   assert os.path.exists(tmp_path / 'eval' / 'codes.npz')
   assert os.path.exists(tmp_path / 'eval' / 'map.json')
   assert os.path.exists(tmp_path / 'eval' / 'evaluation.json')
+  # orbax's INFO lines (about twenty per checkpoint) stay off the console.
+  assert 'checkpoint_manager.py' not in result.stderr
 
 
 def test_main_rejects_unknown_config_key(tmp_path):

@@ -1,8 +1,11 @@
 """Tests of crossmodal_hash.logging_utils."""
 import io
 import json
+import logging as std_logging
+import os
 import re
 
+from absl import logging as absl_logging
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -142,3 +145,28 @@ def test_read_metrics_drops_truncated_last_line(tmp_path):
   path.write_text('{"step": 1}\n{"ste\n{"step": 3}\n')
   with pytest.raises(json.JSONDecodeError):
     logging_utils.read_metrics(path)
+
+
+def test_quiet_library_info_drops_only_the_packages_info(monkeypatch):
+  logger = absl_logging.get_absl_logger()
+  monkeypatch.setattr(logger, 'filters', list(logger.filters))  # restored
+  before = len(logger.filters)
+  logging_utils.quiet_library_info()
+  logging_utils.quiet_library_info()  # a second call adds nothing
+  assert len(logger.filters) == before + 1
+
+  def shown(path, level):
+    return bool(logger.filter(
+        logger.makeRecord('absl', level, path, 1, 'message', (), None)))
+
+  orbax = os.path.join(os.sep, 'venv', 'orbax', 'checkpoint', 'manager.py')
+  ours = os.path.join(os.sep, 'repo', 'crossmodal_hash', 'main.py')
+  assert not shown(orbax, std_logging.INFO)
+  assert shown(orbax, std_logging.WARNING)
+  assert shown(ours, std_logging.INFO)
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.DEBUG)
+  try:
+    assert shown(orbax, std_logging.INFO)
+  finally:
+    absl_logging.set_verbosity(verbosity)
