@@ -52,10 +52,11 @@ def quiet_library_info(packages: tuple[str, ...] = ('orbax',)) -> None:
   `--verbosity=1` or above. Calling it again with the same packages adds
   nothing.
   """
+  packages = tuple(packages)
   logger = logging.get_absl_logger()
   if not any(isinstance(f, _LibraryInfoFilter) and f.packages == packages
              for f in logger.filters):
-    logger.addFilter(_LibraryInfoFilter(tuple(packages)))
+    logger.addFilter(_LibraryInfoFilter(packages))
 
 
 def _is_main_process() -> bool:
