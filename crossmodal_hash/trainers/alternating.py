@@ -436,7 +436,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 'step': int(state.step), 'passes': len(schedule),
                 'split_sha256': splits.checksum(split),
                 'relevance': 'shares at least one label'})
-  logging.info('Evaluation:\n%s', results['table'])
+  # The table itself is the caller's to print (main prints it once).
+  logging.info('Evaluation written to %s; headline mAP@all: %s',
+               os.path.join(workdir, 'eval'), results['map'])
   return results
 
 
