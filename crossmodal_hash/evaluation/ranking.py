@@ -666,6 +666,12 @@ def _index_pass(problem: _Problem, plan: _Plan, qs: slice,
     sums['num_relevant'][:] = r_tot.sum(axis=1)
   counting = (precision_sums.AVAILABLE and num_values <= _COUNTING_VALUES and
               not (plan.top_k or plan.precision_at or plan.ndcg_k))
+  if counting:
+    # One block: the kernel counts its own bases and relevant items. Several:
+    # the bases come per block from the first pass, which counted both.
+    rank_base = hit_base = np.zeros((0, 0), dtype=np.int64)
+    block_relevant = (sums['num_relevant'] if single else
+                      np.zeros(b, dtype=np.int64))
   for k, ds in enumerate(problem.db_blocks):
     dist, key = cache if cache is not None else problem.block_fn(qs, ds)
     offsets = None
@@ -681,12 +687,9 @@ def _index_pass(problem: _Problem, plan: _Plan, qs: slice,
       seen += n_blk
       seen_rel += r_blk
     if counting:
-      if single:
-        rank_base = hit_base = np.zeros((0, 0), dtype=np.int64)
       precision_sums.count_precision_sums(
           dist, key, (1 << problem.shift) - 1, num_values, single, rank_base,
-          hit_base, plan.inverse_rank, sums['ap'],
-          sums['num_relevant'] if single else np.zeros(b, dtype=np.int64))
+          hit_base, plan.inverse_rank, sums['ap'], block_relevant)
       continue
     for start in range(0, b, _SORT_ROWS):
       rows = slice(start, min(start + _SORT_ROWS, b))

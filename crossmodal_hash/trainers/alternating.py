@@ -388,8 +388,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   try:
     meta = _check_resumable(checkpointer, config, split)
     train = data.take(split.train)
+    # The file gives a fresh run its trunk and any 'pretrained_mean' run its
+    # mean image; a resumed run without that normalisation never reads it.
+    needs_file = (meta is None or
+                  config.model.image_normalization == 'pretrained_mean')
     pretrained = cnnf_weights.maybe_load(
-        config.model.pretrained_cnnf, config.model.image_encoder)
+        config.model.pretrained_cnnf if needs_file else '',
+        config.model.image_encoder)
     placement, image_stats, device_data = _place_training_set(
         config, train, mesh, pretrained)
     method = method_registry.METHODS.get(config.method)(
