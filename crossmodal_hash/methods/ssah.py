@@ -64,6 +64,7 @@ from crossmodal_hash.models import cnnf
 from crossmodal_hash.models import discriminator
 from crossmodal_hash.models import hashing_net
 from crossmodal_hash.models import label
+from crossmodal_hash.models import layers
 from crossmodal_hash.models import mlp
 from crossmodal_hash.models import text
 
@@ -296,7 +297,7 @@ class SSAH:
     labels = batch['label'].astype(jnp.float32)
     inputs = batch['image'] if modality == 'img' else batch['text']
     out = self.nets[modality].apply({'params': params},
-                                    inputs.astype(jnp.float32))
+                                    layers.at_least_float32(inputs))
     sim = losses.similarity(labels, data['label'], self.hp.sim_positive)
     feature = out.feature
     if self.hp.adversarial == 'official_code':
@@ -397,9 +398,9 @@ class SSAH:
         'lab': self.nets['lab'].apply({'params': p['lab']},
                                       batch['label'].astype(jnp.float32)),
         'img': self.nets['img'].apply({'params': p['img']},
-                                      batch['image'].astype(jnp.float32)),
+                                      layers.at_least_float32(batch['image'])),
         'txt': self.nets['txt'].apply({'params': p['txt']},
-                                      batch['text'].astype(jnp.float32)),
+                                      layers.at_least_float32(batch['text'])),
     }
     features = {k: jax.lax.stop_gradient(v.feature) for k, v in
                 features.items()}
@@ -438,7 +439,7 @@ class SSAH:
       [B, K] int8 in {-1, +1}.
     """
     out = self.nets[modality].apply({'params': params[modality]},
-                                    inputs.astype(jnp.float32))
+                                    layers.at_least_float32(inputs))
     return hashing_net.binarize(out.code)
 
 
