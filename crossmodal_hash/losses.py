@@ -254,7 +254,8 @@ def bit_balance_all_items(codes: jax.Array, stored: jax.Array,
 
 
 def pairwise_contrastive(a: jax.Array, b: jax.Array, sim: jax.Array,
-                         margin: float) -> jax.Array:
+                         margin: float,
+                         weights: jax.Array | None = None) -> jax.Array:
   """Contrastive pairwise loss on the mean squared code distance.
 
   With D_ij = ||a_i - b_j||^2 / K (in [0, 4] for codes in [-1, 1]):
@@ -268,6 +269,7 @@ def pairwise_contrastive(a: jax.Array, b: jax.Array, sim: jax.Array,
     b: [N, K] codes of the other side (e.g. stored codes of all items).
     sim: [B, N] similarity in [0, 1].
     margin: the distance beyond which dissimilar pairs cost nothing.
+    weights: optional [B, N] per-pair weights (`pair_weights`).
 
   Returns:
     A float32 scalar.
@@ -279,5 +281,6 @@ def pairwise_contrastive(a: jax.Array, b: jax.Array, sim: jax.Array,
           jnp.sum(jnp.square(b), axis=1)[None, :] -
           2.0 * jnp.einsum('bd,nd->bn', a, b)) / bits
   dist = jnp.maximum(dist, 0.0)  # Rounding can make it slightly negative.
-  return 0.5 * jnp.mean(sim * dist + (1.0 - sim) *
-                        jax.nn.relu(margin - dist))
+  weights = 1.0 if weights is None else weights
+  return 0.5 * jnp.mean(weights * (sim * dist + (1.0 - sim) *
+                                   jax.nn.relu(margin - dist)))
