@@ -39,6 +39,9 @@ _OUT = flags.DEFINE_string('out', 'benchmarks/results/wikipedia',
                            'Output directory.')
 _CONFIG_ARG = flags.DEFINE_string('config_arg', '', 'key=value,... for every '
                                   'config (e.g. fewer epochs for a quick look).')
+_METHOD_ARGS = {m: flags.DEFINE_string(f'{m}_arg', '', f'key=value,... for '
+                                       f'configs/{m}_wikipedia.py only.')
+                for m in ('ssah', 'dcmh', 'dsmhn')}
 
 
 def main(argv):
@@ -60,7 +63,8 @@ def main(argv):
     runs[method] = {}
     for bits in _BITS.value:
       arg = ','.join(filter(None, [f'bits={bits}', 'train.progress=false',
-                                   _CONFIG_ARG.value]))
+                                   _CONFIG_ARG.value,
+                                   _METHOD_ARGS[method].value]))
       config = module.get_config(arg)
       config.unlock()
       config.dataset.path = path
