@@ -48,15 +48,16 @@ class _LibraryInfoFilter(std_logging.Filter):
 def quiet_library_info(packages: tuple[str, ...] = ('orbax',)) -> None:
   """Keeps the packages' INFO records out of absl's log (so off the console).
 
-  Their warnings and errors still show, and so does everything at
-  `--verbosity=1` or above. Calling it again with the same packages adds
-  nothing.
+  Both what they log through absl (orbax) and through Python's loggers (JAX's
+  "Unable to initialize backend 'tpu'"), which absl's handler prints. Their
+  warnings and errors still show, and so does everything at `--verbosity=1`
+  or above. Calling it again with the same packages adds nothing.
   """
   packages = tuple(packages)
-  logger = logging.get_absl_logger()
-  if not any(isinstance(f, _LibraryInfoFilter) and f.packages == packages
-             for f in logger.filters):
-    logger.addFilter(_LibraryInfoFilter(packages))
+  for target in (logging.get_absl_logger(), logging.get_absl_handler()):
+    if not any(isinstance(f, _LibraryInfoFilter) and f.packages == packages
+               for f in target.filters):
+      target.addFilter(_LibraryInfoFilter(packages))
 
 
 def _is_main_process() -> bool:
