@@ -226,9 +226,16 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def guarded(main: Callable[[list[str]], Any], *,
-            workdir: Callable[[], str | None] = lambda: None
+            workdir: Callable[[], str | None] = lambda: None,
+            debug: Callable[[], bool] = is_debug
            ) -> Callable[[list[str]], Any]:
-  """`main` with user errors as one line and Ctrl-C as the resume message."""
+  """`main` with user errors as one line and Ctrl-C as the resume message.
+
+  Args:
+    main: the command, main(argv).
+    workdir: returns the run's directory, for the resume message.
+    debug: returns whether to print tracebacks too (default: --verbosity>=1).
+  """
 
   def wrapped(argv: list[str]) -> Any:
     install_interrupt_handler(workdir)
@@ -237,7 +244,7 @@ def guarded(main: Callable[[list[str]], Any], *,
     except KeyboardInterrupt:
       _exit_interrupted(workdir())
     except USER_ERRORS as e:
-      fail(message_of(e), debug=is_debug(), error=e)
+      fail(message_of(e), debug=debug(), error=e)
 
   return wrapped
 
