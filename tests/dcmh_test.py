@@ -23,7 +23,8 @@ DCMH_TINY = ','.join([
     'dataset.num_train=128', 'dataset.num_labels=8', 'dataset.vocab_size=200',
     'dataset.image_size=16', 'dataset.feature_dim=48', 'model.text_hidden=64',
     'model.image_mlp_features=64', 'dcmh.num_epochs=2', 'train.batch_size=32',
-    'train.checkpoint_every_passes=1', 'train.progress=false',
+    'train.checkpoint_every_passes=1', 'train.checkpoint_every_seconds=0',
+    'train.progress=false',
     'eval.batch_size=64', 'eval.plots=false',
 ])
 

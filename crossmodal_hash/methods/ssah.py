@@ -102,6 +102,8 @@ class SSAH:
   """SSAH's networks, losses, updates and schedule, built from a config."""
 
   trainer = 'alternating'
+  # Written by ImgNet/TxtNet passes, read by no loss: not checkpointed.
+  unsaved_memories = ('img_code', 'txt_code')
 
   def __init__(self, config: ml_collections.ConfigDict, *, num_labels: int,
                text_dim: int):
