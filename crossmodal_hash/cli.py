@@ -12,11 +12,9 @@ but the USER_ERRORS below) keep Python's traceback.
 
 Ctrl-C ends a training command with
   interrupted; re-run the same command to resume from pass N
-and exit status 130. A SIGINT that arrives while JAX or XLA is running native
-code (e.g. compiling: raising KeyboardInterrupt there segfaulted XLA's
-compiler threads at interpreter exit) exits at once through `os._exit`
-instead of unwinding; checkpoints are written atomically by orbax, so nothing
-on disk is lost either way.
+and exit status 130, at once and without unwinding (see
+`install_interrupt_handler`: a KeyboardInterrupt raised while XLA compiled
+segfaulted).
 
 Typical use (an absl command):
 
@@ -47,10 +45,6 @@ USER_ERRORS = (ValueError, OSError, KeyError, FloatingPointError)
 
 # Exit status of an interrupted command (128 + SIGINT, as shells report it).
 INTERRUPTED_STATUS = 130
-
-# Source paths whose frames run native JAX/XLA code (compilation, dispatch):
-# an interrupt there must not raise.
-_NATIVE_PACKAGES = tuple(f'{os.sep}{p}{os.sep}' for p in ('jax', 'jaxlib'))
 
 
 def _informative(error: BaseException) -> BaseException:
@@ -132,16 +126,15 @@ def interrupted_message(workdir: str | None) -> str:
           f'{resume_pass(workdir)}')
 
 
-def _in_native_jax(frame: Any) -> bool:
-  while frame is not None:
-    if any(p in frame.f_code.co_filename for p in _NATIVE_PACKAGES):
-      return True
-    frame = frame.f_back
-  return False
-
-
 def install_interrupt_handler(workdir: Callable[[], str | None]) -> None:
-  """Ctrl-C: KeyboardInterrupt in our code; an immediate clean exit in JAX's.
+  """Ctrl-C (SIGINT) prints the resume message and exits at once (status 130).
+
+  Nothing is unwound: a KeyboardInterrupt raised inside XLA's compiler
+  segfaulted at interpreter exit, and one inside orbax's save logged its
+  traceback. Exiting at once loses nothing: metrics.jsonl is flushed record by
+  record and is cut back on resume, and orbax renames a checkpoint into place
+  only when it is complete, so the latest complete one is where a re-run
+  resumes.
 
   Args:
     workdir: returns the run's directory (read when the signal arrives), for
@@ -149,11 +142,8 @@ def install_interrupt_handler(workdir: Callable[[], str | None]) -> None:
   """
 
   def handler(signum, frame):
-    del signum
-    if _in_native_jax(frame):
-      # Raising here unwinds through XLA's compiler and segfaults on exit.
-      _exit_interrupted(workdir())
-    raise KeyboardInterrupt
+    del signum, frame
+    _exit_interrupted(workdir())
 
   signal.signal(signal.SIGINT, handler)
 

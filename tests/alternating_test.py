@@ -102,6 +102,8 @@ def test_killed_and_resumed_run_with_periodic_eval_ends_identically(
   assert [r['pass'] for r in evals] == passes
   for r in evals:
     assert set(r['eval_map']) == {'i2t', 't2i', 'i2i', 't2t'}
+    assert set(r['code_stats']) == {'image_query', 'text_query', 'image_db',
+                                    'text_db'}
     assert all(0.0 < v <= 1.0 for v in r['eval_map'].values())
   # The last periodic mAP is the final headline mAP (same params, same ties).
   for d, v in evals[-1]['eval_map'].items():

@@ -172,7 +172,12 @@ def format_warnings(warnings: list[str]) -> str:
   """The warnings as a loud block for the printed table ('' if none)."""
   if not warnings:
     return ''
-  bar = '!' * 72
-  return '\n'.join([bar] + [f'WARNING: {w}' for w in warnings] + [
-      'Collapsed codes carry little or nothing; their mAP is near that of '
-      'random codes or below it.', bar])
+  lines = ['!' * 72]
+  for warning in warnings:
+    head, _, arrays = warning.partition(': codes have collapsed: ')
+    lines.append(f'WARNING: {head}: codes have collapsed:' if arrays else
+                 f'WARNING: {warning}')
+    lines += [f'  {a}' for a in arrays.split('; ') if a]
+  lines += ['Collapsed codes carry little or nothing: their mAP is near that of '
+            'random codes, or below.', '!' * 72]
+  return '\n'.join(lines)
