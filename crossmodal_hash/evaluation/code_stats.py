@@ -178,6 +178,7 @@ def format_warnings(warnings: list[str]) -> str:
     lines.append(f'WARNING: {head}: codes have collapsed:' if arrays else
                  f'WARNING: {warning}')
     lines += [f'  {a}' for a in arrays.split('; ') if a]
-  lines += ['Collapsed codes carry little or nothing: their mAP is near that of '
-            'random codes, or below.', '!' * 72]
+  lines += ['A constant bit carries nothing, and items that share a code are '
+            'tied in every ranking: see the code-quality block of each set.',
+            '!' * 72]
   return '\n'.join(lines)

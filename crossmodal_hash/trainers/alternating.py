@@ -263,6 +263,7 @@ def run_pass(steps_fn, state, data, *, pass_index: int, num_batches: int,
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError for a bad evaluation or placement setting, early."""
+  config_utils.validate(config)  # Value ranges (main checks them first).
   suite.options_from_config(config.eval)  # Validates ties, empty, cutoffs.
   if config.eval.every_passes < 0:
     raise ValueError(f'config.eval.every_passes={config.eval.every_passes} '
@@ -450,7 +451,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 'relevance': 'shares at least one label'})
   # The table itself is the caller's to print (main prints it once).
   logging.debug('Evaluation written to %s; headline mAP@all: %s',
-               os.path.join(workdir, 'eval'), results['map'])
+                os.path.join(workdir, 'eval'), results['map'])
   return results
 
 
