@@ -55,10 +55,13 @@ class Checkpointer:
     self.unsaved_memories: tuple[str, ...] = ()
     self._clock = clock
     self._last_save = clock()
+    # A save cut short (Ctrl-C, a kill) leaves a temporary folder; it is
+    # removed here rather than warned about when that step is saved again.
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                             create=True))
+                                             create=True,
+                                             cleanup_tmp_directories=True))
 
   @classmethod
   def from_config(cls, workdir: str,
