@@ -79,7 +79,7 @@ def message_of(error: BaseException) -> str:
   if isinstance(error, OSError) and error.filename and (
       str(error.filename) not in text):
     text = f'{error.filename}: {text}'
-  return text.strip().strip('\'"').strip()
+  return text.strip()
 
 
 def fail(text: str, *, debug: bool = False,
@@ -205,8 +205,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     text = message_of(cause)
     first, _, rest = text.partition('\n')
     flag = _bad_flag(argv, first)
-    if rest.startswith('Did you mean'):
-      text = f'{flag}: no such config field; {rest[0].lower()}{rest[1:]}'
+    if isinstance(cause, (KeyError, AttributeError)) and flag:
+      text = f'{flag}: no such config field' + (
+          f'; {rest[0].lower()}{rest[1:]}' if rest.startswith('Did you mean')
+          else '')
     elif flag:
       text = f'{flag}: {text}'
     debug = any(a.startswith('--verbosity=') and a.split('=')[1] not in
