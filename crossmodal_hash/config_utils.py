@@ -27,7 +27,7 @@ DATA_PLACEMENTS = ('auto', 'device', 'stream')
 
 
 class ConfigError(ValueError):
-  """A config value is out of its allowed range."""
+  """A config key or value is wrong: unknown, unparsable or out of range."""
 
 
 def add_run_defaults(config: ml_collections.ConfigDict, *,
