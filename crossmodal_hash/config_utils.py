@@ -1,6 +1,7 @@
 """Config helpers: `:key=value` arguments, locking, and resume compatibility."""
 from __future__ import annotations
 
+import difflib
 import json
 from typing import Any
 
@@ -9,15 +10,24 @@ import ml_collections
 # Keys that may change between a checkpoint and the run resuming it: they
 # change how a run is executed or reported, not what it computes.
 RESUMABLE_CHANGES = (
-    'train.checkpoint_every_passes', 'train.max_checkpoints', 'train.progress',
+    'train.checkpoint_every_passes', 'train.checkpoint_every_seconds',
+    'train.max_checkpoints', 'train.progress',
     'train.batches_per_call', 'train.data_placement', 'train.max_device_bytes',
     'train.stream_workers', 'mesh', 'eval', 'ssah.num_epochs',
     # DSMHN's rate does not depend on num_epochs; DCMH's decays over it.
     'dsmhn.num_epochs',
 )
 
+# Keys that may change on resume when the data read is the same (its
+# checksum matches the one recorded with the checkpoint): a moved file.
+SAME_DATA_CHANGES = ('dataset.path',)
+
 # Where the training set lives (see trainers/alternating.py).
 DATA_PLACEMENTS = ('auto', 'device', 'stream')
+
+
+class ConfigError(ValueError):
+  """A config key or value is wrong: unknown, unparsable or out of range."""
 
 
 def add_run_defaults(config: ml_collections.ConfigDict, *,
@@ -38,7 +48,11 @@ def add_run_defaults(config: ml_collections.ConfigDict, *,
   config.train.batch_size = 128
   # Batches per jitted call; 0: a whole pass on GPU/TPU, one batch on CPU.
   config.train.batches_per_call = 0
+  # A checkpoint after every `checkpoint_every_passes` passes, but no sooner
+  # than `checkpoint_every_seconds` after the previous one (0: no time limit),
+  # and always after the last pass.
   config.train.checkpoint_every_passes = checkpoint_every_passes
+  config.train.checkpoint_every_seconds = 60
   config.train.max_checkpoints = 2
   config.train.progress = True
   # 'device': the training set lives on the devices, whole passes are jitted;
@@ -90,31 +104,47 @@ def apply_arg(config: ml_collections.ConfigDict,
   for item in filter(None, (arg or '').split(',')):
     key, sep, value = item.partition('=')
     if not sep:
-      raise ValueError(f'Config argument {item!r} is not of the form key=value.')
+      raise ConfigError(f'Config argument {item!r} is not of the form '
+                        'key=value.')
     *parents, leaf = key.strip().split('.')
     node = config
     for p in parents:
+      if not hasattr(node, 'keys') or p not in node:
+        raise ConfigError(f'Config argument {key!r}: no such field'
+                          f'{_did_you_mean(p, node)}.')
       node = node[p]
-    if leaf not in node:
-      raise KeyError(f'Config argument {key!r}: no such field.')
+    if not hasattr(node, 'keys') or leaf not in node:
+      raise ConfigError(f'Config argument {key!r}: no such field'
+                        f'{_did_you_mean(leaf, node)}.')
     node[leaf] = _parse_like(node[leaf], value.strip(), key)
   config.lock()
   return config
 
 
+def _did_you_mean(name: str, node: Any) -> str:
+  keys = list(node.keys()) if hasattr(node, 'keys') else []
+  close = difflib.get_close_matches(name, keys, n=1)
+  return f' (did you mean {close[0]!r}?)' if close else ''
+
+
 def _parse_like(current: Any, value: str, key: str) -> Any:
+  """`value` parsed as the type of the field's `current` value."""
   if isinstance(current, bool):
     if value.lower() not in ('true', 'false', '1', '0'):
-      raise ValueError(f'Config argument {key}={value!r}: expected a boolean.')
+      raise ConfigError(f'Config argument {key}={value!r}: expected a boolean.')
     return value.lower() in ('true', '1')
-  if isinstance(current, (int, float, str)) and current is not None:
-    return type(current)(value)
-  if isinstance(current, tuple):
-    if not value:  # 'eval.top_k=' empties a tuple.
-      return ()
-    kind = type(current[0]) if current else str
-    return tuple(kind(v) for v in value.split(';'))
-  return json.loads(value)
+  try:
+    if isinstance(current, (int, float, str)) and current is not None:
+      return type(current)(value)
+    if isinstance(current, tuple):
+      if not value:  # 'eval.top_k=' empties a tuple.
+        return ()
+      kind = type(current[0]) if current else str
+      return tuple(kind(v) for v in value.split(';'))
+    return json.loads(value)
+  except ValueError as e:  # json.JSONDecodeError is a ValueError.
+    raise ConfigError(f'Config argument {key}={value!r}: expected a value like '
+                      f'{current!r} ({e}).') from None
 
 
 def flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
@@ -135,12 +165,88 @@ def to_json_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def incompatible_keys(saved: dict[str, Any],
-                      config: ml_collections.ConfigDict) -> list[str]:
+                      config: ml_collections.ConfigDict, *,
+                      same_data: bool = False) -> list[str]:
   """Dotted keys whose values differ between a checkpoint's config and ours,
-  ignoring RESUMABLE_CHANGES."""
+  ignoring RESUMABLE_CHANGES, and SAME_DATA_CHANGES when `same_data` (the
+  data's checksum matches the checkpoint's)."""
   a, b = flatten(saved), flatten(to_json_dict(config))
-  mutable = lambda k: any(k == m or k.startswith(m + '.')
-                          for m in RESUMABLE_CHANGES)
+  allowed = RESUMABLE_CHANGES + (SAME_DATA_CHANGES if same_data else ())
+  mutable = lambda k: any(k == m or k.startswith(m + '.') for m in allowed)
   return sorted(k for k in set(a) | set(b)
                 if not mutable(k) and a.get(k, '<absent>') != b.get(k,
                                                                   '<absent>'))
+
+
+# (dotted key, smallest allowed value) of the integer settings every config
+# shares; a key a config does not have is skipped.
+_MINIMUMS = (
+    ('bits', 1), ('train.batch_size', 1), ('eval.batch_size', 1),
+    ('train.checkpoint_every_passes', 1), ('train.checkpoint_every_seconds', 0),
+    ('train.max_checkpoints', 1), ('train.batches_per_call', 0),
+    ('train.max_device_bytes', 0), ('train.stream_workers', 0),
+    ('eval.every_passes', 0), ('eval.query_block', 1), ('eval.db_block', 1),
+    ('eval.num_threads', 0), ('dataset.num_items', 1),
+    # 0: the dataset's fixed split, or its protocol's sizes.
+    ('dataset.num_query', 0), ('dataset.num_train', 0),
+)
+
+
+def _get(config: ml_collections.ConfigDict, key: str) -> Any:
+  node = config
+  for part in key.split('.'):
+    if not hasattr(node, 'keys') or part not in node:
+      return None
+    node = node[part]
+  return node
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError, naming the key and its allowed range, for a bad value.
+
+  Checks, before anything starts: the sizes of `_MINIMUMS`, the method's
+  `num_epochs` (>= 1), `train.data_placement` and that the query set leaves
+  items to retrieve from. Values that depend on the data or the devices (a
+  batch larger than the training set, one that does not split over the mesh)
+  are checked by the trainer once those are known.
+  """
+  for key, low in _MINIMUMS:
+    value = _get(config, key)
+    if value is None:
+      continue
+    if isinstance(value, bool) or not isinstance(value, int):
+      raise ConfigError(f'config.{key}={value!r} must be an integer >= {low}.')
+    if value < low:
+      raise ConfigError(f'config.{key}={value} is out of range: it must be an '
+                        f'integer >= {low}.')
+  method = _get(config, 'method')
+  epochs = _get(config, f'{method}.num_epochs') if method else None
+  if epochs is not None and epochs < 1:
+    raise ConfigError(f'config.{method}.num_epochs={epochs} is out of range: '
+                      'it must be an integer >= 1.')
+  placement = _get(config, 'train.data_placement')
+  if placement is not None and placement not in DATA_PLACEMENTS:
+    raise ConfigError(f'config.train.data_placement={placement!r}; expected '
+                      f'one of {", ".join(DATA_PLACEMENTS)}.')
+  items, query = _get(config, 'dataset.num_items'), _get(config,
+                                                         'dataset.num_query')
+  if items is not None and query is not None and query >= items:
+    raise ConfigError(f'config.dataset.num_query={query} must be below '
+                      f'config.dataset.num_items={items} (the rest is the '
+                      'retrieval set).')
+
+
+def dropped_items_note(num_items: int, batch_size: int) -> str | None:
+  """What a batch size that does not divide the training set leaves out.
+
+  Each pass visits `num_items // batch_size` whole batches of a fresh random
+  order, so `num_items % batch_size` items (different ones each pass) are left
+  out of it. Returns None when nothing is left out.
+  """
+  left = num_items % batch_size
+  if not left:
+    return None
+  return (f'config.train.batch_size={batch_size} does not divide the '
+          f'{num_items} training items: each pass uses '
+          f'{num_items - left} and leaves out {left} (a different {left} each '
+          f'pass). A batch size dividing {num_items} uses them all.')

@@ -9,7 +9,9 @@ file is one code set as `report.save_codes` writes it (the trainer's
 `<workdir>/eval/codes.npz`): ±1 codes 'image_query', 'text_query',
 'image_db', 'text_db' (any subset that forms a direction) and labels
 'query_labels' and 'retrieval_labels' (or 'db_labels'). Files without codes
-or labels are skipped with a note. Every direction present is evaluated;
+or labels are skipped with a note, and so are unreadable ones (corrupt,
+truncated, pickled) with a warning; a single unreadable --codes file is an
+error. Every direction present is evaluated;
 the table is printed, and `evaluation.json`, `pr_curves.png`,
 `precision_at_n.png` (one line per file, e.g. per bit length) and `map.png`
 (one bar per file in each direction) are written to
@@ -23,9 +25,11 @@ from collections.abc import Sequence
 import os
 import sys
 import time
+import zipfile
 
 import numpy as np
 
+from crossmodal_hash import cli
 from crossmodal_hash.evaluation import ranking
 from crossmodal_hash.evaluation import report
 from crossmodal_hash.evaluation import suite
@@ -74,6 +78,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                       default=defaults.num_threads)
   parser.add_argument('--no_plots', action='store_true',
                       help='write the JSON report only')
+  parser.add_argument('--debug', action='store_true',
+                      help='print the traceback of an error')
   return parser.parse_args(argv)
 
 
@@ -91,15 +97,67 @@ def find_code_files(path: str) -> list[str]:
   return found
 
 
+class CodeFileError(ValueError):
+  """A code file cannot be read, or its arrays do not fit together."""
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+  """The arrays of an .npz file; CodeFileError (naming it) if unreadable."""
+  try:
+    return report.load_codes(path)
+  except ValueError as e:
+    if 'pickle' in str(e):
+      raise CodeFileError(
+          f'{path}: holds pickled (object) arrays, which are never loaded (a '
+          'pickle can run code); save the codes as numeric arrays, e.g. with '
+          'crossmodal_hash.evaluation.report.save_codes.') from e
+    raise CodeFileError(f'{path}: not a readable .npz file ({e}).') from e
+  except (OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
+    raise CodeFileError(f'{path}: not a readable .npz file ({e}); it is '
+                        'truncated or corrupt: write it again.') from e
+
+
+def _check_arrays(path: str, codes: dict[str, np.ndarray],
+                  query_labels: np.ndarray, db_labels: np.ndarray,
+                  db_key: str) -> None:
+  """Raises CodeFileError unless the codes are ±1 and fit their labels."""
+  bits = set()
+  for key, array in codes.items():
+    if array.ndim != 2:
+      raise CodeFileError(f'{path}:{key}: codes must be [N, K]; got shape '
+                          f'{array.shape}.')
+    bad = (array != 1) & (array != -1)
+    if bad.any():
+      row, column = (int(i[0]) for i in np.nonzero(bad))
+      raise CodeFileError(f'{path}:{key}: codes must be -1 or +1; row {row} '
+                          f'holds {array[row, column].item()!r} at column '
+                          f'{column}.')
+    bits.add(array.shape[1])
+    labels, label_key = ((query_labels, 'query_labels') if 'query' in key else
+                         (db_labels, db_key))
+    if len(labels) != len(array):
+      raise CodeFileError(f'{path}: {key} has {len(array)} rows but '
+                          f'{label_key} has {len(labels)}.')
+  if len(bits) > 1:
+    raise CodeFileError(f'{path}: the code arrays have different lengths '
+                        f'({", ".join(str(b) for b in sorted(bits))} bits).')
+
+
 def load_code_set(path: str) -> tuple[dict[str, np.ndarray], np.ndarray,
                                       np.ndarray] | None:
-  """(codes, query labels, database labels) of a file, or None if it has none."""
-  arrays = report.load_codes(path)
+  """(codes, query labels, database labels) of a file, or None if it has none.
+
+  Raises:
+    CodeFileError: the file is unreadable (corrupt, truncated, pickled) or its
+      arrays are not ±1 codes matching their labels.
+  """
+  arrays = _read_npz(path)
   codes = {k: arrays[k] for k in _CODE_KEYS if k in arrays}
   db_key = next((k for k in _DB_LABEL_KEYS if k in arrays), None)
   if not suite.available_directions(codes) or 'query_labels' not in arrays or (
       db_key is None):
     return None
+  _check_arrays(path, codes, arrays['query_labels'], arrays[db_key], db_key)
   return codes, arrays['query_labels'], arrays[db_key]
 
 
@@ -119,8 +177,15 @@ def main(argv: Sequence[str] | None = None) -> int:
       query_block=args.query_block, db_block=args.db_block,
       num_threads=args.num_threads)
   sets = {}
+  single_file = os.path.isfile(args.codes)
   for path in find_code_files(args.codes):
-    loaded = load_code_set(path)
+    try:
+      loaded = load_code_set(path)
+    except CodeFileError as e:
+      if single_file:
+        raise
+      print(f'warning: skipping {e}', file=sys.stderr)
+      continue
     if loaded is None:
       print(f'skipping {path}: no code pair of a direction, or no labels',
             file=sys.stderr)
@@ -145,4 +210,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  sys.exit(cli.guarded(main, debug=lambda: '--debug' in sys.argv)(
+      sys.argv[1:]))

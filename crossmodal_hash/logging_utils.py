@@ -48,15 +48,39 @@ class _LibraryInfoFilter(std_logging.Filter):
 def quiet_library_info(packages: tuple[str, ...] = ('orbax',)) -> None:
   """Keeps the packages' INFO records out of absl's log (so off the console).
 
-  Their warnings and errors still show, and so does everything at
-  `--verbosity=1` or above. Calling it again with the same packages adds
-  nothing.
+  Both what they log through absl (orbax) and through Python's loggers (JAX's
+  "Unable to initialize backend 'tpu'"), which absl's handler prints. Their
+  warnings and errors still show, and so does everything at `--verbosity=1`
+  or above. Calling it again with the same packages adds nothing.
   """
   packages = tuple(packages)
-  logger = logging.get_absl_logger()
-  if not any(isinstance(f, _LibraryInfoFilter) and f.packages == packages
-             for f in logger.filters):
-    logger.addFilter(_LibraryInfoFilter(packages))
+  for target in (logging.get_absl_logger(), logging.get_absl_handler()):
+    if not any(isinstance(f, _LibraryInfoFilter) and f.packages == packages
+               for f in target.filters):
+      target.addFilter(_LibraryInfoFilter(packages))
+
+
+def warn_on_main_process(message: str | None) -> None:
+  """Logs `message` as a warning (nothing for None) on process 0 only."""
+  if message and _is_main_process():
+    logging.warning('%s', message)
+
+
+class _ClearBarFilter(std_logging.Filter):
+  """Clears a progress bar's line before a log record is printed over it.
+
+  The bar redraws itself (on a line of its own) at its next update, so a log
+  line never lands in the middle of the bar.
+  """
+
+  def __init__(self, bar: 'ProgressBar'):
+    super().__init__()
+    self.bar = bar
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    del record
+    self.bar.clear()
+    return True
 
 
 def _is_main_process() -> bool:
@@ -191,6 +215,11 @@ class ProgressBar:
     self._last_len = 0
     self._postfix: dict[str, Any] = {}
     self._closed = False
+    # On a terminal, log records (absl's handler) first clear the bar's line.
+    self._log_filter = None
+    if self._tty and not self._disabled:
+      self._log_filter = _ClearBarFilter(self)
+      logging.get_absl_handler().addFilter(self._log_filter)
 
   def __enter__(self) -> 'ProgressBar':
     return self
@@ -221,6 +250,8 @@ class ProgressBar:
     if self._closed:
       return
     self._closed = True
+    if self._log_filter is not None:
+      logging.get_absl_handler().removeFilter(self._log_filter)
     if self._disabled:
       return
     if self._last_drawn_n != self.n:
@@ -228,6 +259,16 @@ class ProgressBar:
     if self._tty:
       self._stream.write('\n')
       self._stream.flush()
+
+  def clear(self) -> None:
+    """Blanks the bar's line on a terminal (the next update redraws it)."""
+    if not self._tty or self._disabled or self._closed or not self._last_len:
+      return
+    self._stream.write('\r' + ' ' * self._last_len + '\r')
+    self._stream.flush()
+    self._last_len = 0
+    self._last_draw_time = -math.inf
+    self._last_drawn_n = None
 
   def format(self, now: float | None = None) -> str:
     """The current line of text (without '\\r' or newline)."""
@@ -276,19 +317,24 @@ class ProgressBar:
 class MetricsWriter:
   """Appends one JSON object per line to a file; a no-op off process 0.
 
-  The file is opened in append mode, so a resumed run continues the same file.
-  Each record is flushed as soon as it is written. NumPy/JAX scalars and arrays
-  are converted (see `to_jsonable`); NaN and inf are written as the tokens
-  `NaN`/`Infinity`, which Python's json module (and `read_metrics`) reads.
+  The file is opened in append mode, so a resumed run continues the same file;
+  with `resume_pass`, the records of passes from that one on (run, but lost
+  with the state that was not checkpointed) are first cut, so that the resumed
+  run does not repeat them. Each record is flushed as soon as it is written.
+  NumPy/JAX scalars and arrays are converted (see `to_jsonable`); NaN and inf
+  are written as the tokens `NaN`/`Infinity`, which Python's json module (and
+  `read_metrics`) reads.
   """
 
   def __init__(self, path: str | os.PathLike[str], *,
-               enabled: bool | None = None):
+               enabled: bool | None = None, resume_pass: int | None = None):
     """Opens `path` for appending (creating its directory).
 
     Args:
       path: the .jsonl file.
       enabled: write records; None means only on process 0.
+      resume_pass: drop existing records whose 'pass' is >= this (records
+        without 'pass' stay); None keeps every record.
     """
     self.path = os.fspath(path)
     self._enabled = _is_main_process() if enabled is None else enabled
@@ -297,6 +343,8 @@ class MetricsWriter:
       directory = os.path.dirname(self.path)
       if directory:
         os.makedirs(directory, exist_ok=True)
+      if resume_pass is not None and os.path.exists(self.path):
+        _cut_records(self.path, resume_pass)
       self._file = open(self.path, 'a', encoding='utf-8')
 
   def __enter__(self) -> 'MetricsWriter':
@@ -324,6 +372,25 @@ class MetricsWriter:
     if self._file is not None:
       self._file.close()
       self._file = None
+
+
+def _cut_records(path: str, resume_pass: int) -> None:
+  """Rewrites `path` (atomically) without the records of passes >= resume_pass.
+  """
+  records = read_metrics(path)
+  keep = [r for r in records
+          if not (isinstance(r.get('pass'), int) and r['pass'] >= resume_pass)]
+  with open(path, encoding='utf-8') as f:
+    unchanged = len(keep) == len(records) and f.read().endswith('\n')
+  if unchanged:
+    return
+  logging.info('%s: cut %d records of passes %d and later, which the resumed '
+               'run repeats.', path, len(records) - len(keep), resume_pass)
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    for record in keep:
+      f.write(json.dumps(record, ensure_ascii=False) + '\n')
+  os.replace(tmp, path)
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -14,12 +14,10 @@ import os
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 from ml_collections import config_flags
 
-from crossmodal_hash import logging_utils
-from crossmodal_hash import methods
-from crossmodal_hash import trainers
+from crossmodal_hash import cli
+from crossmodal_hash import config_utils
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file, optionally followed by '
@@ -42,13 +40,23 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = _CONFIG.value
+  config_utils.validate(config)  # Bad values stop here, before JAX starts.
+  # Imported here, once the config is known to be good.
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from crossmodal_hash import logging_utils
+  from crossmodal_hash import methods
+  from crossmodal_hash import trainers
+  # pylint: enable=g-import-not-at-top
+  # Before any backend starts: JAX's INFO lines (e.g. "Unable to initialize
+  # backend 'tpu'" on every CPU run) and orbax's stay off the console.
+  logging_utils.quiet_library_info(('orbax', 'jax'))
   if _MULTIPROCESS.value:
     # On TPU pods and under SLURM the arguments are discovered automatically.
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
-  logging_utils.quiet_library_info()
-  config = _CONFIG.value
   logging.info('JAX devices: %s (process %d of %d).', jax.devices(),
                jax.process_index(), jax.process_count())
   method = methods.METHODS.get(config.method)
@@ -61,4 +69,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_absl(main, workdir_flag='workdir')

@@ -28,7 +28,8 @@ TINY_OVERRIDES = ','.join([
     'model.image_mlp_features=64', 'model.discriminator_hidden=32;16',
     'ssah.num_epochs=2', 'ssah.lab_passes=1', 'ssah.dis_passes=1',
     'ssah.img_passes=1;1', 'ssah.txt_passes=1', 'train.batch_size=32',
-    'train.checkpoint_every_passes=1', 'train.progress=false',
+    'train.checkpoint_every_passes=1', 'train.checkpoint_every_seconds=0',
+    'train.progress=false',
     'eval.batch_size=64', 'eval.plots=false',
 ])
 

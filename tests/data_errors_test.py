@@ -80,7 +80,7 @@ def test_nan_features(tmp_path):
   features[8, 2] = np.nan
   path = str(tmp_path / 'features.npz')
   np.savez(path, image=features, text=texts, label=labels)
-  _raises(path, r'NaN or Inf values in rows 8')
+  _raises(path, r'features.npz:image: row 8 holds nan at column 2 ')
 
 
 def test_inf_text_features(tmp_path):
@@ -89,7 +89,31 @@ def test_inf_text_features(tmp_path):
   texts[2, 0] = np.inf
   path = str(tmp_path / 'features.npz')
   np.savez(path, image=np.ones((N, 5), np.float32), text=texts, label=labels)
-  _raises(path, r'NaN or Inf values in rows 2')
+  _raises(path, r'features.npz:text: row 2 holds inf at column 0 ')
+
+
+def _wikipedia(path, **changes):
+  rng = np.random.default_rng(0)
+  arrays = {'I_tr': rng.random((20, 6), np.float32),
+            'T_tr': rng.random((20, 4), np.float32),
+            'L_tr': np.arange(20) % 3 + 1,
+            'I_te': rng.random((8, 6), np.float32),
+            'T_te': rng.random((8, 4), np.float32),
+            'L_te': np.arange(8) % 3 + 1}
+  for name, (row, column, value) in changes.items():
+    arrays[name][row, column] = value
+  np.savez(path, **arrays)
+  return str(path)
+
+
+@pytest.mark.parametrize('name,row,column,value', [
+    ('I_tr', 17, 5, np.nan), ('T_tr', 3, 0, np.nan), ('I_te', 5, 2, np.inf)])
+def test_wikipedia_error_names_the_array_and_its_row(tmp_path, name, row,
+                                                     column, value):
+  """Rows of I_te are counted in I_te, not in train and test joined."""
+  path = _wikipedia(tmp_path / 'wiki.npz', **{name: (row, column, value)})
+  _raises(path, rf'wiki.npz:{name}: row {row} holds {value} at column '
+          rf'{column} ')
 
 
 def test_empty_texts_are_legal(tmp_path):

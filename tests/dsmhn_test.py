@@ -22,6 +22,7 @@ DSMHN_TINY = ','.join([
     'dataset.image_size=16', 'dataset.feature_dim=48', 'model.text_hidden=64',
     'model.image_mlp_features=64', 'dsmhn.num_epochs=2',
     'train.batch_size=32', 'train.checkpoint_every_passes=1',
+    'train.checkpoint_every_seconds=0',
     'train.progress=false', 'eval.batch_size=64', 'eval.plots=false',
 ])
 # The feature variant: unit tests of the terms need no CNN.

@@ -170,3 +170,46 @@ def test_quiet_library_info_drops_only_the_packages_info(monkeypatch):
     assert shown(orbax, std_logging.INFO)
   finally:
     absl_logging.set_verbosity(verbosity)
+
+
+def test_resume_cuts_the_records_of_lost_passes(tmp_path):
+  path = tmp_path / 'metrics.jsonl'
+  with logging_utils.MetricsWriter(path) as writer:
+    for p in range(5):
+      writer.write({'pass': p, 'loss': 1.0 / (p + 1)})
+    writer.write({'pass': 3, 'eval_map': {'i2t': 0.5}})
+    writer.write({'note': 'no pass'})
+  # Resumed from the checkpoint after 3 passes: passes 3 and 4 are redone.
+  with logging_utils.MetricsWriter(path, resume_pass=3) as writer:
+    writer.write({'pass': 3, 'loss': 0.2})
+  assert [r.get('pass') for r in logging_utils.read_metrics(path)] == [
+      0, 1, 2, None, 3]
+  # Without resume_pass (or with nothing to cut) the file is only appended.
+  before = path.read_text()
+  logging_utils.MetricsWriter(path, resume_pass=10).close()
+  assert path.read_text() == before
+
+
+class _Tty(io.StringIO):
+
+  def isatty(self):
+    return True
+
+
+def test_log_records_clear_the_bar_line_first():
+  stream = _Tty()
+  handler = absl_logging.get_absl_handler()
+  bar = logging_utils.ProgressBar(10, 'train', stream=stream,
+                                  clock=_FakeClock(), disable=False)
+  bar.update(3)
+  drawn = stream.getvalue()
+  record = std_logging.LogRecord('orbax', std_logging.WARNING, 'x.py', 1,
+                                 'Checkpoint 3 saved', (), None)
+  assert handler.filter(record)
+  cleared = stream.getvalue()[len(drawn):]
+  assert cleared == '\r' + ' ' * len(drawn.lstrip('\r')) + '\r'
+  bar.update(1)  # Redrawn at once on its own line.
+  assert stream.getvalue().endswith(bar.format())
+  bar.close()
+  assert not any(isinstance(f, logging_utils._ClearBarFilter)  # pylint: disable=protected-access
+                 for f in handler.filters)

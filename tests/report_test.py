@@ -182,3 +182,14 @@ def test_format_evaluation_table():
   assert 'P@1 (index order)' not in rows  # only N in 10, 100, 1000 are shown
   assert rows['precision (r<=2)'] == ['0.5500', '0.5500']
   assert rows['recall (r<=2)'] == ['0.2500', '0.2500']
+
+
+def test_training_curves_break_where_a_network_is_not_trained():
+  # lab trains passes 0-1 and 4-5, img passes 2-3: no lab line across 2-3.
+  points = [(0, 1.0, 0), (10, 0.9, 1), (40, 0.5, 4), (50, 0.4, 5)]
+  xs, ys = plots._trained_segments(points)  # pylint: disable=protected-access
+  assert xs[:2] == [0, 10] and xs[3:] == [40, 50]
+  assert np.isnan(xs[2]) and np.isnan(ys[2])
+  # Records without a pass index are joined as before.
+  assert plots._trained_segments([(0, 1.0, None), (5, 2.0, None)]) == (  # pylint: disable=protected-access
+      [0, 5], [1.0, 2.0])

@@ -20,9 +20,9 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from absl import app
 from absl import flags
 
+from crossmodal_hash import cli
 from crossmodal_hash.data import array_record
 from crossmodal_hash.data import formats
 
@@ -70,7 +70,8 @@ def parse_options(text: str) -> formats.Options:
 def main(argv: list[str]) -> None:
   del argv
   if not _INPUT.value or not _OUTPUT.value:
-    raise app.UsageError('--input and --output are required.')
+    raise ValueError('--input and --output are required, e.g. '
+                     '--input=/data/FLICKR-25K.mat --output=/data/flickr_ar.')
   tic = time.perf_counter()
   if _TO.value == 'tfds':
     # Imported here: tensorflow-datasets is an optional extra.
@@ -93,4 +94,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_absl(main)

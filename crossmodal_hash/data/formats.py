@@ -96,7 +96,8 @@ def read_dcmh_mat(path: str, options: Options = Options()
     labels = mat_files.rows_first(f.read(keys['labels']), n,
                                   f'{path}:{keys["labels"]}')
   return validation.make_data(images, texts, labels, where=path,
-                              drop_unlabeled=options.drop_unlabeled)
+                              drop_unlabeled=options.drop_unlabeled,
+                              names=keys)
 
 
 def _images_from(f: mat_files.MatFile, key: str, n: int) -> Any:
@@ -261,7 +262,8 @@ def read_features(path: str, options: Options = Options()
   finally:
     f.close()
   return validation.make_data(images, texts, labels, where=path, split=split,
-                              drop_unlabeled=options.drop_unlabeled)
+                              drop_unlabeled=options.drop_unlabeled,
+                              names=keys)
 
 
 def read_wikipedia(path: str, options: Options = Options()
@@ -284,6 +286,11 @@ def read_wikipedia(path: str, options: Options = Options()
   finally:
     f.close()
   (i_tr, t_tr, l_tr, n_tr), (i_te, t_te, l_te, n_te) = parts['tr'], parts['te']
+  # Checked before the train and test rows are joined, so that an error names
+  # the array and the row within it.
+  for name, array in (('I_tr', i_tr), ('T_tr', t_tr), ('L_tr', l_tr),
+                      ('I_te', i_te), ('T_te', t_te), ('L_te', l_te)):
+    validation.check_finite(array, f'{path}:{name}')
   is_index = [l.ndim == 1 or 1 in l.shape for l in (l_tr, l_te)]
   if all(is_index):
     labels = validation.class_indices_to_one_hot(
@@ -295,6 +302,10 @@ def read_wikipedia(path: str, options: Options = Options()
     if l_tr.shape[1] != l_te.shape[1]:
       raise DataFormatError(f'{path}: L_tr has {l_tr.shape[1]} classes but '
                             f'L_te has {l_te.shape[1]}.')
+    if not options.drop_unlabeled:
+      for name, part in (('L_tr', l_tr), ('L_te', l_te)):
+        validation.unlabeled_rows(validation.as_labels(part, f'{path}:{name}'),
+                                  f'{path}:{name}')
     labels = np.concatenate([l_tr, l_te])
   else:
     raise DataFormatError(f'{path}: L_tr and L_te must both be class indices '

@@ -79,6 +79,22 @@ def checksum(split: types.Split) -> str:
   return h.hexdigest()
 
 
+def data_checksum(data: types.MultiModalData) -> str:
+  """SHA-256 of a dataset's arrays: what a moved dataset file must still hold.
+
+  Texts and labels always count, and so do images held in memory (features,
+  decoded pixels); images read lazily from files (`data.lazy`) count by shape
+  and dtype only, so that the check never reads a whole image set.
+  """
+  h = hashlib.sha256()
+  for name in ('images', 'texts', 'labels'):
+    array = getattr(data, name)
+    h.update(f'{name}{tuple(array.shape)}{np.dtype(array.dtype).str}'.encode())
+    if isinstance(array, np.ndarray):
+      h.update(np.ascontiguousarray(array).tobytes())
+  return h.hexdigest()
+
+
 def save(path: str, split: types.Split) -> str:
   """Writes the split (atomically) with its checksum; returns the checksum."""
   digest = checksum(split)

@@ -41,11 +41,24 @@ def check_counts(where: str, **arrays: Any) -> int:
 
 
 def check_finite(array: np.ndarray, where: str) -> None:
-  """Raises if a float array holds NaN or Inf, naming the rows."""
+  """Raises if a float array holds NaN or Inf, naming the first bad value.
+
+  Args:
+    array: [N, ...] rows of one array of a file.
+    where: the file and the array ('wiki.npz:I_tr'); the rows named are rows
+      of that array.
+  """
   if np.issubdtype(array.dtype, np.floating):
-    bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+    flat = np.asarray(array).reshape(len(array), -1)
+    finite = np.isfinite(flat)
+    bad = ~finite.all(axis=1)
     if bad.any():
-      raise DataFormatError(f'{where}: NaN or Inf values in rows {_rows(bad)}.')
+      row = int(np.flatnonzero(bad)[0])
+      column = int(np.flatnonzero(~finite[row])[0])
+      value = flat[row, column].item()
+      raise DataFormatError(
+          f'{where}: row {row} holds {value} at column {column} (rows with '
+          f'NaN or Inf: {_rows(bad)}); fix or remove those rows.')
 
 
 def check_binary(array: np.ndarray, where: str, what: str) -> np.ndarray:
@@ -161,9 +174,28 @@ def as_index(indices: Any, num_items: int, where: str,
   return indices
 
 
+def unlabeled_rows(labels: np.ndarray, where: str, *,
+                   drop: bool = False) -> np.ndarray:
+  """[N] bool, the all-zero rows of [N, L] `labels`; raises unless `drop`.
+
+  Args:
+    labels: [N, L] multi-hot rows of one array.
+    where: the file and the array; the rows named are rows of that array.
+    drop: return the rows (to drop) instead of raising.
+  """
+  empty = labels.reshape(len(labels), -1).sum(axis=1) == 0
+  if empty.any() and not drop:
+    raise DataFormatError(
+        f'{where}: {int(empty.sum())} items have no label (all-zero label '
+        f'rows {_rows(empty)}); relevance is undefined for them. Remove them, '
+        'or set config.dataset.drop_unlabeled=True to drop them.')
+  return empty
+
+
 def make_data(images: Any, texts: np.ndarray, labels: np.ndarray, *,
               where: str, split: types.Split | None = None,
-              drop_unlabeled: bool = False) -> types.MultiModalData:
+              drop_unlabeled: bool = False,
+              names: dict[str, str] | None = None) -> types.MultiModalData:
   """Validates the three arrays and builds the dataset.
 
   Args:
@@ -174,6 +206,8 @@ def make_data(images: Any, texts: np.ndarray, labels: np.ndarray, *,
     split: an optional fixed split over the N items.
     drop_unlabeled: drop items whose label row is all zeros (re-indexing a
       fixed split) instead of raising.
+    names: 'images', 'texts', 'labels' -> the array's name in the file, so an
+      error names it ('data.npz:image: row 17 holds nan ...').
 
   Returns:
     The checked `MultiModalData`.
@@ -181,15 +215,12 @@ def make_data(images: Any, texts: np.ndarray, labels: np.ndarray, *,
   n = check_counts(where, images=images, texts=texts, labels=labels)
   if n == 0:
     raise DataFormatError(f'{where}: the dataset has no items.')
-  images = as_images(images, where)
-  texts = as_texts(texts, where)
-  labels = as_labels(labels, where)
-  empty = labels.sum(axis=1) == 0
-  if empty.any() and not drop_unlabeled:
-    raise DataFormatError(
-        f'{where}: {int(empty.sum())} items have no label (all-zero label '
-        f'rows {_rows(empty)}); relevance is undefined for them. Remove them, '
-        'or set config.dataset.drop_unlabeled=True to drop them.')
+  at = lambda role: f'{where}:{names[role]}' if names and role in names else (
+      f'{where} ({role})')
+  images = as_images(images, at('images'))
+  texts = as_texts(texts, at('texts'))
+  labels = as_labels(labels, at('labels'))
+  empty = unlabeled_rows(labels, at('labels'), drop=drop_unlabeled)
   if empty.any():
     keep = np.flatnonzero(~empty)
     logging.warning('%s: dropping %d unlabeled items of %d.', where,

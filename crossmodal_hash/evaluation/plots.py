@@ -45,9 +45,11 @@ def plot_training_curves(metrics_jsonl: str | os.PathLike[str],
                          out_png: str | os.PathLike[str]) -> None:
   """Plots loss against step, one line per network, from a metrics file.
 
-  Records look like `{"step": 120, "network": "img", "epoch": 0,
+  Records look like `{"step": 120, "pass": 3, "network": "img", "epoch": 0,
   "loss": 0.53}`; records without "step" or a finite "loss" are ignored for
-  the loss panel, a missing "network" is labelled 'loss'. The y axis is
+  the loss panel, a missing "network" is labelled 'loss'. A network's line is
+  drawn only over the passes that train it: it breaks where other networks'
+  passes come between two of its own (records carrying "pass"). The y axis is
   logarithmic when every plotted loss is positive. If some records carry
   "map/<name>" keys (e.g. "map/i2t"), a second panel plots them against step.
 
@@ -56,7 +58,7 @@ def plot_training_curves(metrics_jsonl: str | os.PathLike[str],
     out_png: the PNG to write.
   """
   records = logging_utils.read_metrics(metrics_jsonl)
-  losses: dict[str, list[tuple[float, float]]] = {}
+  losses: dict[str, list[tuple[float, float, Any]]] = {}
   maps: dict[str, list[tuple[float, float]]] = {}
   for record in records:
     if not _finite(record.get('step')):
@@ -64,7 +66,8 @@ def plot_training_curves(metrics_jsonl: str | os.PathLike[str],
     step = float(record['step'])
     if _finite(record.get('loss')):
       network = str(record.get('network', 'loss'))
-      losses.setdefault(network, []).append((step, float(record['loss'])))
+      losses.setdefault(network, []).append(
+          (step, float(record['loss']), record.get('pass')))
     for key, value in record.items():
       if key.startswith('map/') and _finite(value):
         maps.setdefault(key[len('map/'):], []).append((step, float(value)))
@@ -73,9 +76,9 @@ def plot_training_curves(metrics_jsonl: str | os.PathLike[str],
   fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, 4.5), squeeze=False)
   ax = axes[0, 0]
   for network, points in sorted(losses.items()):
-    points.sort()
-    ax.plot([p[0] for p in points], [p[1] for p in points], label=network,
-            linewidth=1.2)
+    points.sort(key=lambda p: p[0])
+    xs, ys = _trained_segments(points)
+    ax.plot(xs, ys, label=network, linewidth=1.2, marker='.', markersize=3)
   all_losses = [p[1] for points in losses.values() for p in points]
   if all_losses and min(all_losses) > 0:
     ax.set_yscale('log')
@@ -100,6 +103,23 @@ def plot_training_curves(metrics_jsonl: str | os.PathLike[str],
     ax.legend()
     ax.grid(True, alpha=0.3)
   _save(fig, out_png)
+
+
+def _trained_segments(points: list[tuple[float, float, Any]]
+                     ) -> tuple[list[float], list[float]]:
+  """x and y of (step, loss, pass) points with NaN gaps between runs of
+  consecutive passes, so that no line crosses other networks' passes."""
+  xs, ys = [], []
+  previous = None
+  for step, loss, pass_index in points:
+    if isinstance(previous, int) and isinstance(pass_index, int) and (
+        pass_index != previous + 1):
+      xs.append(math.nan)
+      ys.append(math.nan)
+    xs.append(step)
+    ys.append(loss)
+    previous = pass_index
+  return xs, ys
 
 
 def plot_map_bars(rows: Mapping[str, Mapping[str, float]],

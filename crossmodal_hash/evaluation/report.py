@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from crossmodal_hash import logging_utils
+from crossmodal_hash.evaluation import code_stats
 from crossmodal_hash.evaluation import metrics
 
 DIRECTION_NAMES = {'i2t': 'I->T', 't2i': 'T->I', 'i2i': 'I->I', 't2t': 'T->T'}
@@ -111,7 +112,8 @@ def format_evaluation_table(results: Mapping[str, Any]) -> str:
   """The printed table of an evaluation suite run (`suite.assemble`).
 
   First the headline mAP@all of every code set and direction, then one block
-  per code set with every metric (rows) by direction (columns).
+  per code set with every metric (rows) by direction (columns) and its code
+  quality (`code_stats`); a collapse warning, if any, comes first and last.
 
   Args:
     results: with 'headline', 'map' and 'sets' as `suite.assemble` makes them.
@@ -123,15 +125,22 @@ def format_evaluation_table(results: Mapping[str, Any]) -> str:
   sets = results['sets']
   directions = [d for d in metrics.DIRECTIONS
                 if any(d in s['directions'] for s in sets.values())]
-  parts = [f"mAP@all ({_TIE_LABELS[headline['ties']]}; queries without a "
-           f"relevant item {_EMPTY_LABELS[headline['empty']]})",
-           format_map_table(results['map'], directions)]
+  warnings = code_stats.format_warnings(results.get('warnings', []))
+  parts = [warnings] if warnings else []
+  parts += [f"mAP@all ({_TIE_LABELS[headline['ties']]}; queries without a "
+            f"relevant item {_EMPTY_LABELS[headline['empty']]})",
+            format_map_table(results['map'], directions)]
   for name, s in sets.items():
     parts.append('')
     parts.append(f"{name}: {s['num_queries']} queries x {s['num_database']} "
                  f"items, {s['bits']} bits ({s['seconds']:.2f} s)")
     parts.append(format_map_table(dict(_metric_rows(s['directions'])),
                                   directions, name_header='metric'))
+    if s.get('code_stats'):
+      parts.append('')
+      parts.append(code_stats.format_table(s['code_stats']))
+  if warnings:
+    parts += ['', warnings]
   return '\n'.join(parts)
 
 

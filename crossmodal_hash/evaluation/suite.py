@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from crossmodal_hash.evaluation import code_stats
 from crossmodal_hash.evaluation import metrics
 from crossmodal_hash.evaluation import ranking
 from crossmodal_hash.evaluation import report
@@ -82,7 +83,8 @@ def evaluate_set(codes: Mapping[str, np.ndarray], query_labels: np.ndarray,
 
   Returns:
     {'bits': K, 'num_queries': Q, 'num_database': N, 'seconds': float,
-     'directions': {direction: `summary.summarize` dict}}.
+     'directions': {direction: `summary.summarize` dict}, 'code_stats':
+     {array name: `code_stats.describe` dict}}.
   """
   options = options or ranking.EvalOptions()
   directions = (available_directions(codes) if directions is None else
@@ -101,7 +103,8 @@ def evaluate_set(codes: Mapping[str, np.ndarray], query_labels: np.ndarray,
   first = results[directions[0]]
   return {'bits': int(bits), 'num_queries': first['num_queries'],
           'num_database': first['num_database'],
-          'seconds': time.perf_counter() - tic, 'directions': results}
+          'seconds': time.perf_counter() - tic, 'directions': results,
+          'code_stats': code_stats.describe_set(codes)}
 
 
 def assemble(sets: Mapping[str, Mapping[str, Any]],
@@ -116,7 +119,7 @@ def assemble(sets: Mapping[str, Mapping[str, Any]],
 
   Returns:
     {'options', 'definitions', 'headline', 'map': {name: {direction: mAP}},
-     'sets', 'table', **metadata}; 'map' holds mAP@all under the headline tie
+     'sets', 'warnings', 'table', **metadata}; 'map' holds mAP@all under the headline tie
     policy `options.ties[0]`.
   """
   headline = options.ties[0]
@@ -129,6 +132,10 @@ def assemble(sets: Mapping[str, Mapping[str, Any]],
       'headline': {'metric': 'map', 'ties': headline, 'empty': options.empty},
       'map': maps,
       'sets': dict(sets),
+      # Collapsed codes (code_stats.collapse_reasons), one line per set.
+      'warnings': code_stats.collapse_warnings(
+          {name: s['code_stats'] for name, s in sets.items()
+           if 'code_stats' in s}),
   })
   results['table'] = report.format_evaluation_table(results)
   return results

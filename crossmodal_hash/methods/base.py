@@ -65,7 +65,9 @@ class Method(Protocol):
 
   A method whose phases name `begin` hooks also has `begin: dict[str,
   BeginFn]`; the trainer reads it with getattr, so methods without hooks
-  (SSAH) need not define it. The method's hyper-parameters live in
+  (SSAH) need not define it. Likewise `unsaved_memories: tuple[str, ...]`
+  names memories that no loss reads (write-only), which checkpoints leave
+  out. The method's hyper-parameters live in
   `config.<method name>`, whose `num_epochs` is the number of outer epochs.
   """
   trainer: str

@@ -102,13 +102,16 @@ def _load_data(config: ml_collections.ConfigDict, workdir: str
 
 def _check_resumable(checkpointer: checkpointing.Checkpointer,
                      config: ml_collections.ConfigDict,
-                     split: types.Split) -> dict | None:
-  """The latest checkpoint's metadata, if compatible with `config`, `split`."""
+                     split: types.Split, data_sha256: str) -> dict | None:
+  """The latest checkpoint's metadata, if compatible with `config`, `split`
+  (dataset.path may differ when the data's checksum is the same)."""
   step = checkpointer.latest_step()
   if step is None:
     return None
   meta = checkpointer.read_meta(step)
-  different = config_utils.incompatible_keys(meta.get('config', {}), config)
+  different = config_utils.incompatible_keys(
+      meta.get('config', {}), config,
+      same_data=meta.get('data_sha256') == data_sha256)
   if different:
     saved = config_utils.flatten(meta.get('config', {}))
     ours = config_utils.flatten(config_utils.to_json_dict(config))
@@ -267,6 +270,7 @@ def run_pass(steps_fn, state, data, *, pass_index: int, num_batches: int,
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError for a bad evaluation or placement setting, early."""
+  config_utils.validate(config)  # Value ranges (main checks them first).
   suite.options_from_config(config.eval)  # Validates ties, empty, cutoffs.
   if config.eval.every_passes < 0:
     raise ValueError(f'config.eval.every_passes={config.eval.every_passes} '
@@ -316,6 +320,8 @@ def _make_mesh(config: ml_collections.ConfigDict,
   if len(split.train) < config.train.batch_size:
     raise ValueError(f'The training set ({len(split.train)} items) is smaller '
                      f'than config.train.batch_size={config.train.batch_size}.')
+  logging_utils.warn_on_main_process(config_utils.dropped_items_note(
+      len(split.train), config.train.batch_size))
   return mesh
 
 
@@ -390,11 +396,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   check_config(config)
   data, split = _load_data(config, workdir)
   mesh = _make_mesh(config, split)
-  checkpointer = checkpointing.Checkpointer(workdir,
-                                            config.train.max_checkpoints)
+  checkpointer = checkpointing.Checkpointer.from_config(workdir, config.train)
   best = None
   try:
-    meta = _check_resumable(checkpointer, config, split)
+    data_sha256 = splits.data_checksum(data)
+    meta = _check_resumable(checkpointer, config, split, data_sha256)
     train = data.take(split.train)
     # The file gives a fresh run its trunk and any 'pretrained_mean' run its
     # mean image; a resumed run without that normalisation never reads it.
@@ -407,6 +413,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         config, train, mesh, pretrained)
     method = method_registry.METHODS.get(config.method)(
         config, num_labels=data.num_labels, text_dim=data.text_dim)
+    checkpointer.unsaved_memories = getattr(method, 'unsaved_memories', ())
     position = lambda p: streaming.iterator_state(
         split.train, config.train.batch_size, p, placement)
     state, start_pass = _init_or_restore(
@@ -436,6 +443,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                  lambda p: {'pass_index': p, 'num_passes': len(schedule),
                             'config': config_utils.to_json_dict(config),
                             'split_sha256': splits.checksum(split),
+                            'data_sha256': data_sha256,
                             'data_iterator': position(p)},
                  stream=placement == 'stream', best=best)
     state = loop.run(state, make_begin_fns(method, mesh), run, device_data,
@@ -470,8 +478,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 'relevance': 'shares at least one label'})
   results['selected_checkpoint'] = selected
   # The table itself is the caller's to print (main prints it once).
-  logging.info('Evaluation written to %s; headline mAP@all: %s',
-               os.path.join(workdir, 'eval'), results['map'])
+  logging.debug('Evaluation written to %s; headline mAP@all: %s',
+                os.path.join(workdir, 'eval'), results['map'])
   return results
 
 
@@ -525,7 +533,7 @@ class _Loop:
         desc=f'{config.method} {config.bits} bits', unit='step',
         disable=not config.train.progress)
     writer = logging_utils.MetricsWriter(
-        os.path.join(self.workdir, 'metrics.jsonl'))
+        os.path.join(self.workdir, 'metrics.jsonl'), resume_pass=start_pass)
     try:
       for p in range(start_pass, len(self.schedule)):
         if stop_after_passes is not None and (
@@ -534,8 +542,7 @@ class _Loop:
           return None
         state = self._pass(p, state, begin_fns, run_pass_fn, device_data,
                            writer)
-        if (p + 1) % config.train.checkpoint_every_passes == 0 or (
-            p + 1 == len(self.schedule)):
+        if self.checkpointer.due(p + 1, final=p + 1 == len(self.schedule)):
           self.checkpointer.save(p + 1, state, self.meta(p + 1))
         if _is_eval_pass(config, p):
           self._periodic_eval(p, state, evaluator, writer)
@@ -567,9 +574,9 @@ class _Loop:
   def _periodic_eval(self, p, state, evaluator, writer):
     """mAP@all of the current params; the state is only read (and, for
     model selection, saved as the best if it is)."""
-    maps = evaluation_hooks.periodic_map(evaluator, state.params,
-                                         self.config.eval)
-    record = evaluation_hooks.map_record(p, int(state.step), maps)
+    maps, codes = evaluation_hooks.periodic_evaluation(
+        evaluator, state.params, self.config.eval)
+    record = evaluation_hooks.map_record(p, int(state.step), maps, codes)
     record['query_set'] = evaluator.name
     if self.best is not None:
       record['best'] = self.best.update(p + 1, state, maps, self.meta(p + 1))

@@ -34,6 +34,7 @@ from jax.experimental import multihost_utils
 from crossmodal_hash import sharding
 from crossmodal_hash.data import preprocess
 from crossmodal_hash.data import types
+from crossmodal_hash.evaluation import code_stats
 from crossmodal_hash.evaluation import ranking
 from crossmodal_hash.evaluation import report
 from crossmodal_hash.evaluation import suite
@@ -193,11 +194,19 @@ def periodic_options(eval_config: ml_collections.ConfigDict
 def periodic_map(evaluator: Evaluator, params: Any,
                  eval_config: ml_collections.ConfigDict) -> dict[str, float]:
   """{direction: mAP@all} for i2t, t2i, i2i, t2t (index-order ties)."""
+  return periodic_evaluation(evaluator, params, eval_config)[0]
+
+
+def periodic_evaluation(evaluator: Evaluator, params: Any,
+                        eval_config: ml_collections.ConfigDict
+                       ) -> tuple[dict[str, float], dict[str, Any]]:
+  """(`periodic_map`'s mAPs, {array: `code_stats.summary`}); warns (absl) if
+  the codes have collapsed."""
   result = suite.evaluate_set(evaluator.codes(params),
                               evaluator.query_labels, evaluator.db_labels,
                               options=periodic_options(eval_config))
-  return {d: float(r['map']['index'])
-          for d, r in result['directions'].items()}
+  maps = {d: float(r['map']['index']) for d, r in result['directions'].items()}
+  return maps, code_stats.periodic_summary(result['code_stats'])
 
 
 def random_codes(like: dict[str, np.ndarray], seed: int
@@ -281,13 +290,15 @@ def _write_outputs(out: str, results: dict[str, Any],
                                    os.path.join(out, CURVES_NAME))
 
 
-def map_record(pass_index: int, step: int, maps: dict[str, float]
-              ) -> dict[str, Any]:
+def map_record(pass_index: int, step: int, maps: dict[str, float],
+               codes: dict[str, Any] | None = None) -> dict[str, Any]:
   """The metrics.jsonl record of a periodic evaluation.
 
   {'pass', 'step', 'eval_map': {direction: mAP}} plus flat 'map/<direction>'
-  entries, which `plots.plot_training_curves` draws against the step.
+  entries, which `plots.plot_training_curves` draws against the step, and
+  'code_stats' {array: diagnostics} when `codes` is given.
   """
   return {'pass': pass_index, 'step': step, 'eval_map': dict(maps),
-          **{f'map/{d}': v for d, v in maps.items()}}
+          **{f'map/{d}': v for d, v in maps.items()},
+          **({'code_stats': codes} if codes is not None else {})}
 
