@@ -54,6 +54,7 @@ from absl import logging
 from crossmodal_hash import checkpointing
 from crossmodal_hash import config_utils
 from crossmodal_hash import logging_utils
+from crossmodal_hash import run_artifacts
 from crossmodal_hash import sharding
 from crossmodal_hash.data import pipeline
 from crossmodal_hash.data import preprocess
@@ -407,6 +408,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         meta, position, pretrained)
     if meta is None and jax.process_index() == 0:
       splits.reuse_or_save(os.path.join(workdir, 'split.npz'), split)
+    if jax.process_index() == 0:  # What encoding needs (encode.py).
+      run_artifacts.save(workdir, config, data, split, image_stats,
+                         splits.checksum(split))
 
     schedule = flat_schedule(method, num_epochs(config))
     num_batches = len(split.train) // config.train.batch_size
