@@ -97,7 +97,7 @@ class Engine:
     self._encode_fns = {
         m: evaluation_hooks.make_encode_fn(run.method, code, run.mesh)
         for m, code in encode_lib.MODALITIES.items()}
-    self._per = sharding.data_parallel_size(run.mesh)
+    self.batch_multiple = sharding.data_parallel_size(run.mesh)
 
   @property
   def info(self) -> run_artifacts.RunInfo:
@@ -145,7 +145,7 @@ class Engine:
   def encode(self, modality: str, inputs: np.ndarray) -> np.ndarray:
     """[Q, K] int8 codes of raw inputs (padded to the mesh, one jit call)."""
     n = len(inputs)
-    padded = -(-n // self._per) * self._per
+    padded = -(-n // self.batch_multiple) * self.batch_multiple
     if padded != n:
       pad = np.zeros((padded - n,) + inputs.shape[1:], inputs.dtype)
       inputs = np.concatenate([inputs, pad])
