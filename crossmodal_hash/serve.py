@@ -322,7 +322,8 @@ def create_app(engine: engine_lib.Engine, limits: Limits = Limits(), *,
     data = await image.read(limits.max_image_bytes + 1)
     if len(data) > limits.max_image_bytes:
       raise fastapi.HTTPException(
-          413, f'The image is larger than {limits.max_image_bytes} bytes.')
+          413, f'The image is larger than the limit of '
+          f'{limits.max_image_bytes} bytes.')
     try:
       shape = engine.image_shape()
       row = engine_lib.decode_image_bytes(data, shape,
