@@ -54,6 +54,7 @@ def _trained_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('trained_run'))
   config = ssah_synthetic.get_config(','.join((
       TINY_OVERRIDES, 'ssah.num_epochs=1', 'train.checkpoint_every_passes=2',
-      'eval.random_baseline=false')))
+      'eval.random_baseline=false', 'eval.every_passes=5',
+      'train.tensorboard=true')))
   alternating.train_and_evaluate(config, workdir)
   return workdir

@@ -498,7 +498,9 @@ class _Loop:
         desc=f'{config.method} {config.bits} bits', unit='step',
         disable=not config.train.progress)
     writer = logging_utils.MetricsWriter(
-        os.path.join(self.workdir, 'metrics.jsonl'))
+        os.path.join(self.workdir, 'metrics.jsonl'),
+        tensorboard_dir=(os.path.join(self.workdir, 'tensorboard')
+                         if config.train.tensorboard else None))
     try:
       for p in range(start_pass, len(self.schedule)):
         if stop_after_passes is not None and (
