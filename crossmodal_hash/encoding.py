@@ -107,18 +107,25 @@ def run_dataset_items(info: run_artifacts.RunInfo, which: str,
   return Items([str(int(r)) for r in rows], view.images, view.texts, records)
 
 
+def read_options(options: dict[str, str]) -> formats.Options:
+  """`formats.Options` from {field: value as text} (e.g. --data_options)."""
+  fields = {f.name: f for f in dataclasses.fields(formats.Options)}
+  unknown = sorted(set(options) - set(fields))
+  if unknown:
+    raise ValueError(f'--data_options: unknown options {unknown}; known: '
+                     f'{", ".join(sorted(fields))}.')
+  parsed = {}
+  for name, text in options.items():
+    default = fields[name].default
+    parsed[name] = (str(text).lower() in ('1', 'true')
+                    if isinstance(default, bool) else type(default)(text))
+  return formats.Options(**parsed)
+
+
 def dataset_items(info: run_artifacts.RunInfo, path: str, layout: str,
                   options: dict[str, str]) -> Items:
   """Every item of a dataset file/folder in any layout the readers accept."""
-  read_options = formats.Options(**{
-      f.name: type(f.default)(options[f.name])
-      if not isinstance(f.default, bool) else
-      options[f.name].lower() in ('1', 'true')
-      for f in dataclasses.fields(formats.Options) if f.name in options})
-  unknown = set(options) - {f.name for f in dataclasses.fields(formats.Options)}
-  if unknown:
-    raise ValueError(f'--data_options: unknown options {sorted(unknown)}.')
-  data = formats.load(path, layout, read_options)
+  data = formats.load(path, layout, read_options(options))
   source = {'path': os.path.abspath(path), 'format': layout,
             'options': dict(options)}
   name = os.path.basename(os.path.normpath(path))
@@ -213,8 +220,9 @@ def check_same_run(index: index_lib.HammingIndex, path: str,
   meta, ours = index.metadata, run.fingerprint
   keys = ('config_sha256', 'split_sha256', 'checkpoint', 'step')
   if any(meta.get(k) != ours[k] for k in keys):
-    theirs = ', '.join(f'{k} {str(meta.get(k))[:12]}' for k in keys)
-    mine = ', '.join(f'{k} {str(ours[k])[:12]}' for k in keys)
+    short = lambda k, v: str(v)[:12] if k.endswith('sha256') else str(v)
+    theirs = ', '.join(f'{k} {short(k, meta.get(k))}' for k in keys)
+    mine = ', '.join(f'{k} {short(k, ours[k])}' for k in keys)
     raise RunMismatchError(
         f'{path} was encoded by run {meta.get("workdir", "<unknown>")} '
         f'({theirs}), but the checkpoint is {run.workdir} ({mine}). Codes of '

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import PIL.Image
 
-from crossmodal_hash import encoding as encode_lib
+from crossmodal_hash import encoding
 from crossmodal_hash import run_artifacts
 from crossmodal_hash import sharding
 from crossmodal_hash.data import text_files
@@ -70,12 +70,12 @@ class Engine:
     self.run = run
     mesh = mesh or run.mesh
     if os.path.isdir(index):
-      paths = {m: encode_lib.index_path(index, m) for m in encode_lib.MODALITIES}
+      paths = {m: encoding.index_path(index, m) for m in encoding.MODALITIES}
       paths = {m: p for m, p in paths.items() if os.path.isfile(p)}
     elif os.path.isfile(index):
       loaded = index_lib.HammingIndex.load(index)
       modality = loaded.metadata.get('modality')
-      if modality not in encode_lib.MODALITIES:
+      if modality not in encoding.MODALITIES:
         raise index_lib.IndexFileError(f'{index}: no modality in its metadata '
                                        '(not written by encode.py).')
       paths = {modality: index}
@@ -86,17 +86,17 @@ class Engine:
                               '(write them with crossmodal_hash.encode).')
     self.indexes, self.records = {}, {}
     for m, path in paths.items():
-      self.indexes[m] = encode_lib.load_index(path, run, mesh=mesh)
+      self.indexes[m] = encoding.load_index(path, run, mesh=mesh)
       directory = os.path.dirname(path)
-      records = encode_lib.read_records(encode_lib.items_path(directory, m))
+      records = encoding.read_records(encoding.items_path(directory, m))
       if records and len(records) != len(self.indexes[m]):
         raise index_lib.IndexFileError(
-            f'{encode_lib.items_path(directory, m)} has {len(records)} items '
+            f'{encoding.items_path(directory, m)} has {len(records)} items '
             f'but {path} {len(self.indexes[m])}.')
       self.records[m] = records or [{'id': i} for i in self.indexes[m].ids]
     self._encode_fns = {
         m: evaluation_hooks.make_encode_fn(run.method, code, run.mesh)
-        for m, code in encode_lib.MODALITIES.items()}
+        for m, code in encoding.MODALITIES.items()}
     self.batch_multiple = sharding.data_parallel_size(run.mesh)
 
   @property

@@ -11,12 +11,13 @@ training data is never read again):
                                 names where the dataset has them
     <workdir>/image_stats.npz   the image normalisation (mean, inv_scale) of
                                 the training images
-    <workdir>/selected_checkpoint.json   optional, {"step": N}: the checkpoint
-                                that encoding uses; without it the latest
+    <workdir>/selected_checkpoint.json   optional: the checkpoint that
+                                encoding uses (`selected_checkpoint`); without
+                                it the latest in <workdir>/checkpoints
 
 `config_sha256` identifies what a run computes (keys that may change on
 resume, `config_utils.RESUMABLE_CHANGES`, are left out): an index file holds
-it with the checkpoint step, and codes of different runs or steps are never
+it with the checkpoint, and codes of different runs or checkpoints are never
 mixed (`encode.py`, `search.py`).
 """
 from __future__ import annotations
@@ -206,20 +207,26 @@ def read(workdir: str) -> RunInfo:
       label_names=record['label_names'])
 
 
-def selected_step(workdir: str, checkpointer: checkpointing.Checkpointer
-                 ) -> int:
-  """The step in `<workdir>/selected_checkpoint.json`, else the latest."""
+def selected_checkpoint(workdir: str) -> tuple[str, int | None]:
+  """(checkpoint directory relative to workdir, number) that encoding uses.
+
+  `<workdir>/selected_checkpoint.json`, when there, names it: checkpoint
+  `pass` (or `step`) of the orbax directory `directory` (default
+  'checkpoints'), e.g. the best-by-validation checkpoint that model
+  selection keeps, {"pass": 30, "directory": "best/checkpoints", ...}.
+  Without the file: ('checkpoints', None), the latest.
+  """
   path = os.path.join(workdir, SELECTED_NAME)
-  if os.path.isfile(path):
-    try:
-      step = int(report.read_json(path)['step'])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-      raise RunError(f'{path}: expected {{"step": N}} ({e}).') from e
-    return step
-  step = checkpointer.latest_step()
-  if step is None:
-    raise RunError(f'{checkpointer.directory}: no checkpoint to encode with.')
-  return step
+  if not os.path.isfile(path):
+    return 'checkpoints', None
+  try:
+    record = report.read_json(path)
+    number = int(record['pass'] if 'pass' in record else record['step'])
+    directory = str(record.get('directory', 'checkpoints'))
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise RunError(f'{path}: expected {{"pass": N, "directory": ...}} or '
+                   f'{{"step": N}} ({e}).') from e
+  return os.path.normpath(directory), number
 
 
 @dataclasses.dataclass
@@ -232,7 +239,8 @@ class Run:
     method: the method object (its `encode`).
     params: the checkpoint's params, replicated over `mesh`.
     step: the checkpoint's training step (optimizer updates).
-    checkpoint: the checkpoint's number in `<workdir>/checkpoints`.
+    checkpoint: the checkpoint, '<directory>/<number>' relative to the
+      workdir (e.g. 'checkpoints/40', 'best/checkpoints/30').
     mesh: the mesh the params live on.
   """
   workdir: str
@@ -240,7 +248,7 @@ class Run:
   method: base.Method
   params: Any
   step: int
-  checkpoint: int
+  checkpoint: str
   mesh: jax.sharding.Mesh
 
   @property
@@ -277,7 +285,8 @@ def load_run(workdir: str, *, checkpoint: int | None = None,
 
   Args:
     workdir: the run's directory.
-    checkpoint: the checkpoint to use; default `selected_step(workdir)`.
+    checkpoint: a checkpoint number in `<workdir>/checkpoints`; default the
+      selected one (`selected_checkpoint`), else the latest.
     mesh: where the params go; default all devices on the 'data' axis.
 
   Raises:
@@ -286,24 +295,35 @@ def load_run(workdir: str, *, checkpoint: int | None = None,
   info = read(workdir)
   mesh = mesh or sharding.make_mesh(ml_collections.ConfigDict(
       {'data': -1, 'model': 1}))
-  checkpointer = checkpointing.Checkpointer(workdir)
+  directory, number = (('checkpoints', checkpoint) if checkpoint is not None
+                       else selected_checkpoint(workdir))
+  if os.path.basename(directory) != 'checkpoints':
+    raise RunError(f'{os.path.join(workdir, SELECTED_NAME)}: the directory '
+                   f'{directory!r} is not an orbax "checkpoints" folder.')
+  checkpointer = checkpointing.Checkpointer(
+      os.path.join(workdir, os.path.dirname(directory)))
   try:
-    step = checkpoint if checkpoint is not None else selected_step(
-        workdir, checkpointer)
-    if step not in checkpointer.all_steps():
-      raise RunError(f'{checkpointer.directory} has no checkpoint {step} '
+    if number is None:
+      number = checkpointer.latest_step()
+      if number is None:
+        raise RunError(f'{checkpointer.directory}: no checkpoint to encode '
+                       'with.')
+    if number not in checkpointer.all_steps():
+      raise RunError(f'{checkpointer.directory} has no checkpoint {number} '
                      f'(it has {checkpointer.all_steps()}).')
-    meta = checkpointer.read_meta(step)
+    meta = checkpointer.read_meta(number)
     different = config_utils.incompatible_keys(meta.get('config', {}),
                                                info.config)
     if different:
-      raise RunError(f'{checkpointer.directory}/{step} was trained with another '
-                     f'config than {os.path.join(workdir, RUN_NAME)} '
+      raise RunError(f'{checkpointer.directory}/{number} was trained with '
+                     f'another config than {os.path.join(workdir, RUN_NAME)} '
                      f'(differing keys: {", ".join(different[:5])}).')
     method = method_registry.METHODS.get(info.config.method)(
         info.config, num_labels=info.num_labels, text_dim=info.text_dim)
-    state, _ = checkpointer.restore(step, _abstract_state(method, info, mesh))
+    state, _ = checkpointer.restore(number,
+                                    _abstract_state(method, info, mesh))
   finally:
     checkpointer.close()
   return Run(workdir=workdir, info=info, method=method, params=state.params,
-             step=int(state.step), checkpoint=int(step), mesh=mesh)
+             step=int(state.step), checkpoint=f'{directory}/{number}',
+             mesh=mesh)

@@ -13,7 +13,7 @@ image query the text index; `--intra` searches the query's own modality.
 Tags go through the run's vocabulary (case-insensitive; unknown tags are
 reported and ignored); images are resized to the run's input size and
 normalised with its statistics. The index must come from the same run and
-checkpoint (`encode.check_same_run`).
+checkpoint (`encoding.check_same_run`).
 
 The output is a table per query (rank, id, Hamming distance, and the labels
 and tags of the item where the dataset has them) or, with `--json`, a JSON

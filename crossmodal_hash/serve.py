@@ -48,6 +48,7 @@ import PIL.Image
 import pydantic
 import uvicorn
 
+from crossmodal_hash import encoding
 from crossmodal_hash import engine as engine_lib
 from crossmodal_hash import logging_utils
 from crossmodal_hash import run_artifacts
@@ -218,7 +219,7 @@ class _ItemImages:
       data = self._dataset(
           (source['path'], source['format']),
           lambda: formats.load(source['path'], source['format'],
-                               formats.Options(**source['options'])))
+                               encoding.read_options(source['options'])))
       pixels = np.asarray(data.images[place['row']:place['row'] + 1])[0]
     else:
       return None

@@ -71,7 +71,7 @@ def _run(trained_run):
 def test_encoding_reproduces_the_runs_evaluation_codes(run, trained_run):
   """The restored checkpoint and saved statistics give the codes of the
   run's own final evaluation, from the workdir alone."""
-  assert run.checkpoint == 5  # the latest; no selection recorded
+  assert run.checkpoint == 'checkpoints/5'  # the latest; none selected
   codes = report.load_codes(os.path.join(trained_run, 'eval', 'codes.npz'))
   items = encoding.run_dataset_items(run.info, 'retrieval', trained_run)
   for modality, key in (('image', 'image_db'), ('text', 'text_db')):
@@ -92,7 +92,7 @@ def test_write_append_and_refusals(run, trained_run, tmp_path):
     assert index.ids == query.ids + retrieval.ids
     assert index.metadata['modality'] == modality
     assert index.metadata['config_sha256'] == run.info.config_sha256
-    assert index.metadata['checkpoint'] == 5
+    assert index.metadata['checkpoint'] == 'checkpoints/5'
     expected = np.concatenate([codes[f'{modality}_query'],
                                codes[f'{modality}_db']])
     np.testing.assert_array_equal(
@@ -108,18 +108,23 @@ def test_write_append_and_refusals(run, trained_run, tmp_path):
   with pytest.raises(ValueError, match='already holds'):
     encoding.write(run, out, query, ['text'])
 
-  # Another checkpoint of the same run (the selection file picks step 4).
-  with open(os.path.join(trained_run, run_artifacts.SELECTED_NAME), 'w') as f:
-    json.dump({'step': 4}, f)
-  try:
-    older = run_artifacts.load_run(trained_run)
-  finally:
-    os.remove(os.path.join(trained_run, run_artifacts.SELECTED_NAME))
-  assert older.checkpoint == 4 and older.step < run.step
+  # Another checkpoint of the same run, selected the way model selection
+  # records its best one: checkpoint 4, kept in best/checkpoints.
+  selected = shutil.copytree(trained_run, str(tmp_path / 'selected_run'))
+  shutil.copytree(os.path.join(selected, 'checkpoints', '4'),
+                  os.path.join(selected, 'best', 'checkpoints', '4'))
+  shutil.rmtree(os.path.join(selected, 'checkpoints', '4'))
+  with open(os.path.join(selected, run_artifacts.SELECTED_NAME), 'w') as f:
+    json.dump({'pass': 4, 'step': 64, 'directory': 'best/checkpoints'}, f)
+  older = run_artifacts.load_run(selected)
+  assert older.checkpoint == 'best/checkpoints/4' and older.step < run.step
   with pytest.raises(encoding.RunMismatchError,
-                     match=r'image\.cmhidx was encoded by run .*checkpoint 5.*'
-                           r'but the checkpoint is .*checkpoint 4'):
+                     match=r'image\.cmhidx was encoded by run .*checkpoint '
+                           r'checkpoints/5.*but the checkpoint is .*'
+                           r'checkpoint best/checkpoints/4'):
     encoding.write(older, out, query, ['image'])
+  assert run_artifacts.load_run(trained_run,
+                                checkpoint=4).step == older.step
   # Another run: its config hash differs.
   other = shutil.copytree(trained_run, str(tmp_path / 'other_run'))
   record = report.read_json(os.path.join(other, run_artifacts.RUN_NAME))
