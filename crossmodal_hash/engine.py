@@ -54,7 +54,7 @@ class Engine:
   Attributes:
     run: the restored run.
     indexes: {modality: HammingIndex} of the index files found.
-    records: {modality: [N] item records} (`encode.read_records`).
+    records: {modality: [N] item records} (`encoding.read_records`).
   """
 
   def __init__(self, run: run_artifacts.Run, index: str, *,
