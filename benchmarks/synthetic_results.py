@@ -22,6 +22,8 @@ import time
 from absl import app
 from absl import flags
 
+import tables
+
 _BITS = flags.DEFINE_list('bits', ['16', '32', '64'], 'Code lengths.')
 _METHODS = flags.DEFINE_list('methods', ['dcmh', 'ssah', 'dsmhn'],
                              'Methods, in table order.')

@@ -23,6 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.dataset.num_query = 500
   config.dataset.num_train = 2000
   config.dataset.split_seed = 0
+  config.dataset.num_val = 0  # Validation queries carved out of training.
   config.dataset.num_labels = 24
   config.dataset.vocab_size = 1000
   config.dataset.image_size = 32

@@ -87,3 +87,39 @@ def test_corrupt_split_file_is_detected(tmp_path):
   np.savez(path, **arrays)
   with pytest.raises(ValueError, match='checksum mismatch'):
     splits.reuse_or_save(path, split)
+
+
+def test_validation_is_carved_out_of_the_training_set(tmp_path):
+  split = splits.random_split(100, 10, 60, seed=0)
+  carved = splits.carve_validation(split, 15, seed=0)
+  assert len(carved.val) == 15 and len(carved.train) == 45
+  assert set(carved.val) | set(carved.train) == set(split.train)
+  assert not set(carved.val) & set(carved.train)
+  np.testing.assert_array_equal(carved.query, split.query)
+  np.testing.assert_array_equal(carved.retrieval, split.retrieval)
+  # Seeded; a saved split round-trips with its validation set and checksum.
+  again = splits.carve_validation(split, 15, seed=0)
+  np.testing.assert_array_equal(again.val, carved.val)
+  other = splits.carve_validation(split, 15, seed=1)
+  assert splits.checksum(other) != splits.checksum(carved)
+  path = str(tmp_path / 'split.npz')
+  splits.save(path, carved)
+  loaded = splits.load(path)
+  np.testing.assert_array_equal(loaded.val, carved.val)
+  assert splits.checksum(loaded) == splits.checksum(carved)
+  # Without a validation set the checksum is that of the three arrays.
+  assert splits.carve_validation(split, 0, seed=0) is split
+  with pytest.raises(ValueError, match='num_val'):
+    splits.carve_validation(split, 60, seed=0)
+
+
+def test_training_set_only_file_has_no_test_queries():
+  """A file with no split and num_query = num_train = 0 (the Wikipedia
+  training half): every item is trained on, validation carved from them."""
+  config = user_files.wikipedia_dataset_config(num_val=20)
+  data = _data(100, None)
+  split = protocols.draw_split(data, config.num_query, config.num_train, 0)
+  assert len(split.query) == 0
+  np.testing.assert_array_equal(split.train, np.arange(100))
+  carved = splits.carve_validation(split, config.num_val, 0)
+  assert len(carved.val) == 20 and len(carved.train) == 80

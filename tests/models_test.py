@@ -159,21 +159,25 @@ def test_multi_scale_fusion_shapes_and_raw_channel():
   params = variables['params']
   assert set(params) == {f'branch_{w}' for w in (5, 10, 15, 30, 50)}
   for branch in params.values():
+    assert set(branch) == {'kernel'}  # No bias, as in the official code.
     assert branch['kernel'].shape == (1, 1)
-    assert branch['bias'].shape == (1,)
   assert bool(jnp.all(out[..., 1:] >= 0))
 
 
 def test_multi_scale_fusion_branch_values():
   vocab = 20
   x = jnp.arange(2 * vocab, dtype=jnp.float32).reshape(2, vocab)
-  model = text.MultiScaleFusion(pool_windows=(5, 20))
+  model = text.MultiScaleFusion(pool_windows=(5, 20), branch_bias=True)
   variables = model.init(KEY, x)
   variables = jax.tree_util.tree_map(jnp.ones_like, variables)  # w = b = 1.
   out = model.apply(variables, x)
-  pooled = x.reshape(2, 4, 5).mean(-1) + 1.0
-  np.testing.assert_allclose(
-      out[..., 1], jax.image.resize(pooled, (2, vocab), 'linear'), rtol=1e-6)
+  pooled = np.asarray(x.reshape(2, 4, 5).mean(-1) + 1.0)
+  # TF1 resize_bilinear: output j reads input j * 4 / 20, clamped at the end.
+  src = np.arange(vocab) * 4 / vocab
+  lo = np.floor(src).astype(int)
+  hi = np.minimum(lo + 1, 3)
+  expected = pooled[:, lo] * (1 - (src - lo)) + pooled[:, hi] * (src - lo)
+  np.testing.assert_allclose(out[..., 1], expected, rtol=1e-6)
   # One window over the whole text: the branch is constant per row.
   np.testing.assert_allclose(
       out[..., 2], jnp.broadcast_to(x.mean(-1, keepdims=True) + 1.0, (2, vocab)),

@@ -48,12 +48,14 @@ def test_init_state_shapes(tiny_config):
   t, k = config.dataset.num_train, config.bits
   chex.assert_shape(state.memory['lab_code'], (t, k))
   chex.assert_shape(state.memory['lab_feat'], (t, config.model.semantic_dim))
-  chex.assert_shape(state.memory['img_code'], (t, k))
-  chex.assert_shape(state.memory['txt_code'], (t, k))
+  assert set(state.memory) == {'lab_code', 'lab_feat'}
   assert set(state.params) == {'lab', 'img', 'txt', 'dis'}
   assert set(state.params['dis']) == {'img', 'txt'}
   assert set(state.opt_state) == {'lab', 'img', 'txt', 'dis'}
   chex.assert_tree_all_finite(state)
+  official = _method(tiny_config('ssah.adversarial=official_code'))
+  state = official.init(jax.random.PRNGKey(0), data)
+  assert set(state.opt_state) == {'lab', 'img', 'txt', 'dis', 'dis_drift'}
 
 
 @pytest.mark.parametrize('network', ['lab', 'dis', 'img', 'txt'])
@@ -70,8 +72,7 @@ def test_each_update_changes_only_its_network(tiny_config, network):
     same = jax.tree.all(jax.tree.map(np.array_equal, state.params[name],
                                      new.params[name]))
     assert same == (name != network), name
-  memory_written = {'lab': {'lab_code', 'lab_feat'}, 'img': {'img_code'},
-                    'txt': {'txt_code'}, 'dis': set()}[network]
+  memory_written = {'lab_code', 'lab_feat'} if network == 'lab' else set()
   for name in state.memory:
     changed = not np.array_equal(state.memory[name][:BATCH],
                                  new.memory[name][:BATCH])
@@ -86,16 +87,39 @@ def test_memory_rows_hold_the_batch_outputs(tiny_config):
   method = _method(config)
   state = method.init(jax.random.PRNGKey(0), data)
   batch = _batch(data)
-  out = method.nets['img'].apply({'params': state.params['img']},
-                                 batch['image'])
-  new, _ = method.update_img(state, batch, data, jnp.float32(1e-3))
-  np.testing.assert_allclose(new.memory['img_code'][:BATCH], out.code,
+  out = method.nets['lab'].apply({'params': state.params['lab']},
+                                 batch['label'].astype(jnp.float32))
+  new, _ = method.update_lab(state, batch, data, jnp.float32(1e-3))
+  np.testing.assert_allclose(new.memory['lab_code'][:BATCH], out.code,
                              rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(new.memory['lab_feat'][:BATCH], out.feature,
+                             rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('modality', ['img', 'txt'])
+def test_official_code_drifts_only_that_modalitys_discriminator(
+    tiny_config, modality):
+  """The official hash-net optimizer has no var_list: an ImgNet step also
+  moves the image discriminator (by the adversarial term), and only it."""
+  config = tiny_config('ssah.adversarial=official_code', 'ssah.delta=1.0')
+  data = _data(config)
+  method = _method(config)
+  state = method.init(jax.random.PRNGKey(0), data)
+  new, _ = jax.jit(method.updates[modality])(state, _batch(data), data,
+                                             jnp.float32(1e-3))
+  changed = lambda a, b: not jax.tree.all(jax.tree.map(np.array_equal, a, b))
+  for m in ('img', 'txt'):
+    assert changed(state.params['dis'][m], new.params['dis'][m]) == (
+        m == modality), m
+    assert changed(state.opt_state['dis_drift'][m],
+                   new.opt_state['dis_drift'][m]) == (m == modality), m
+  # The discriminators' own optimizer state is untouched.
+  assert not changed(state.opt_state['dis'], new.opt_state['dis'])
 
 
 def test_modality_terms_match_the_loss_library(tiny_config):
   config = tiny_config('ssah.pairwise_form=official_code',
-                       'ssah.label_loss=bce')
+                       'ssah.label_loss=bce', 'ssah.reduction=mean')
   data = _data(config)
   method = _method(config)
   state = method.init(jax.random.PRNGKey(0), data)

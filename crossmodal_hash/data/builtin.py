@@ -26,6 +26,7 @@ def synthetic_dataset_config(name: str = 'synthetic', *,
   c.num_query = num_query
   c.num_train = num_train
   c.split_seed = 0
+  c.num_val = 0  # Validation queries carved out of the training set.
   c.num_labels = 24
   c.vocab_size = 1000
   c.image_size = 32

@@ -57,15 +57,19 @@ def draw_split(data: types.MultiModalData, num_query: int, num_train: int,
 
   Args:
     data: the dataset.
-    num_query: Q (a fixed split must have Q queries; 0 accepts any).
-    num_train: T (likewise for the training set).
+    num_query: Q (a fixed split must have Q queries; 0 accepts any). Without
+      a fixed split, 0 means no test queries (a file that is a training set
+      only: every item is retrieval and training item).
+    num_train: T (likewise for the training set; 0 without a fixed split:
+      the whole retrieval set).
     seed: the split seed of random splits.
 
   Returns:
     The split; a fixed split whose sizes differ from Q, T raises ValueError.
   """
   if data.split is None:
-    return splits.random_split(len(data), num_query, num_train, seed)
+    return splits.random_split(len(data), num_query,
+                               num_train or len(data) - num_query, seed)
   split = data.split
   for name, want, got in (('num_query', num_query, len(split.query)),
                           ('num_train', num_train, len(split.train))):
@@ -84,16 +88,19 @@ def split_for_run(data: types.MultiModalData,
 
   Args:
     data: the dataset.
-    dataset_config: `config.dataset` (num_query, num_train, split_seed).
+    dataset_config: `config.dataset` (num_query, num_train, split_seed and
+      num_val, the validation queries carved out of the training set).
     workdir: the run's directory.
     write: save the split if the workdir has none (process 0 only).
 
   Returns:
     The split. Raises splits.SplitMismatchError if the workdir holds another.
   """
+  seed = int(dataset_config.get('split_seed', 0))
   split = draw_split(data, int(dataset_config.num_query),
-                     int(dataset_config.num_train),
-                     int(dataset_config.get('split_seed', 0)))
+                     int(dataset_config.num_train), seed)
+  split = splits.carve_validation(split, int(dataset_config.get('num_val', 0)),
+                                  seed)
   return splits.reuse_or_save(os.path.join(workdir, 'split.npz'), split,
                               write=write)
 

@@ -13,14 +13,16 @@ def random_split(num_items: int, num_query: int, num_train: int,
                  seed: int) -> types.Split:
   """Draws `num_query` queries; the rest is the retrieval set, from which
   `num_train` training items are drawn (the MIRFLICKR-25K protocol's shape).
+  `num_query` 0 gives a split without test queries (a file that is only a
+  training set, tuned on a validation split carved from it).
 
   Returns:
     A Split whose index arrays are each sorted ascending (so database order, the
     tie order of evaluation, is the dataset's order).
   """
-  if num_query < 1 or num_train < 1:
-    raise ValueError(f'num_query={num_query} and num_train={num_train} must be '
-                     '>= 1.')
+  if num_query < 0 or num_train < 1:
+    raise ValueError(f'num_query={num_query} must be >= 0 and '
+                     f'num_train={num_train} >= 1.')
   if num_query >= num_items:
     raise ValueError(f'num_query={num_query} leaves no retrieval items out of '
                      f'{num_items}.')
@@ -37,10 +39,41 @@ def random_split(num_items: int, num_query: int, num_train: int,
                      train=train.astype(np.int64))
 
 
+def carve_validation(split: types.Split, num_val: int,
+                     seed: int) -> types.Split:
+  """Moves `num_val` seeded random training items into `val`.
+
+  The validation queries are ranked against the remaining training items
+  (the validation database), which are also the items trained on; the
+  protocol's query and retrieval sets are unchanged (for Wikipedia, the test
+  queries are still ranked against all training items, as published).
+
+  Args:
+    split: the protocol's split (its `val` must be empty).
+    num_val: V >= 0 (0 returns `split` unchanged).
+    seed: the split seed.
+
+  Returns:
+    The split with `val` [V] and `train` [T - V], both sorted ascending.
+  """
+  if num_val == 0:
+    return split
+  if num_val < 0 or num_val >= len(split.train):
+    raise ValueError(f'config.dataset.num_val={num_val} must be in [0, '
+                     f'{len(split.train)}), the number of training items.')
+  rng = np.random.default_rng([seed, 1])  # Not the stream of random_split.
+  chosen = np.zeros(len(split.train), bool)
+  chosen[rng.choice(len(split.train), size=num_val, replace=False)] = True
+  train = np.asarray(split.train, np.int64)
+  return types.Split(query=split.query, retrieval=split.retrieval,
+                     train=np.sort(train[~chosen]), val=np.sort(train[chosen]))
+
+
 def checksum(split: types.Split) -> str:
-  """SHA-256 of the three index arrays."""
+  """SHA-256 of the index arrays (`val` only when it is not empty)."""
   h = hashlib.sha256()
-  for name in ('query', 'retrieval', 'train'):
+  for name in ('query', 'retrieval', 'train') + (('val',) if len(split.val)
+                                                  else ()):
     h.update(name.encode())
     h.update(np.ascontiguousarray(getattr(split, name), np.int64).tobytes())
   return h.hexdigest()
@@ -51,7 +84,7 @@ def save(path: str, split: types.Split) -> str:
   digest = checksum(split)
   tmp = f'{path}.tmp.npz'
   np.savez(tmp, query=split.query, retrieval=split.retrieval,
-           train=split.train, sha256=np.array(digest))
+           train=split.train, val=split.val, sha256=np.array(digest))
   os.replace(tmp, path)
   return digest
 
@@ -61,7 +94,8 @@ def load(path: str) -> types.Split:
   try:
     with np.load(path) as f:
       split = types.Split(query=f['query'], retrieval=f['retrieval'],
-                          train=f['train'])
+                          train=f['train'],
+                          val=f['val'] if 'val' in f else np.zeros(0, np.int64))
       stored = str(f['sha256'])
   except (OSError, KeyError, ValueError) as e:
     raise ValueError(f'{path}: not a readable split file ({e}).') from e
@@ -95,11 +129,12 @@ def reuse_or_save(path: str, split: types.Split, *,
     if checksum(saved) != checksum(split):
       raise SplitMismatchError(
           f'{path} holds a different split (sha256 {checksum(saved)[:12]}, '
-          f'{len(saved.query)}/{len(saved.retrieval)}/{len(saved.train)} '
-          'query/retrieval/train) than this config draws (sha256 '
-          f'{checksum(split)[:12]}, {len(split.query)}/{len(split.retrieval)}/'
-          f'{len(split.train)}): a different dataset, protocol or split_seed. '
-          'Use another --workdir; nothing was overwritten.')
+          f'{len(saved.query)}/{len(saved.retrieval)}/{len(saved.train)}/'
+          f'{len(saved.val)} query/retrieval/train/validation) than this '
+          f'config draws (sha256 {checksum(split)[:12]}, {len(split.query)}/'
+          f'{len(split.retrieval)}/{len(split.train)}/{len(split.val)}): a '
+          'different dataset, protocol, num_val or split_seed. Use another '
+          '--workdir; nothing was overwritten.')
     return saved
   if write:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -78,7 +78,13 @@ class Split:
     query: [Q] int64 indices of the query items.
     retrieval: [R] int64 indices of the retrieval (database) items.
     train: [T] int64 indices of the training items.
+    val: [V] int64 indices of the validation queries, carved out of the
+      protocol's training set (`splits.carve_validation`): they are not in
+      `train`, and are ranked against `train`, the validation database. Empty
+      when the run has no validation split.
   """
   query: np.ndarray
   retrieval: np.ndarray
   train: np.ndarray
+  val: np.ndarray = dataclasses.field(
+      default_factory=lambda: np.zeros(0, np.int64))

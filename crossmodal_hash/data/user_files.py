@@ -42,7 +42,8 @@ def dataset_config(name: str) -> ml_collections.ConfigDict:
 
   Fields: name, path, format ('auto', a `formats.READERS` name or 'tfds'),
   num_query / num_train (the protocol's; 0 for 'custom' and for a fixed split
-  of any size), split_seed, tfds_config, and the `formats.Options` fields.
+  of any size), split_seed, num_val (validation queries carved
+  out of the training set), tfds_config, and the `formats.Options` fields.
   """
   c = ml_collections.ConfigDict()
   c.name = name
@@ -52,9 +53,29 @@ def dataset_config(name: str) -> ml_collections.ConfigDict:
   c.num_query = protocol.num_query if protocol else 0
   c.num_train = protocol.num_train if protocol else 0
   c.split_seed = 0
+  # Validation queries carved out of the training set (model selection).
+  c.num_val = 0
   for field in dataclasses.fields(formats.Options):
     c[field.name] = field.default
   c.tfds_config = 'pixels'
+  return c
+
+
+def wikipedia_dataset_config(num_val: int = 500) -> ml_collections.ConfigDict:
+  """`config.dataset` of the Wikipedia configs, with a validation split.
+
+  `path` takes the full file (I_tr ... L_te: its fixed 2,173 / 693 split) or
+  the training half alone in the 'features' layout (`image`, `text`,
+  `label`: no test queries, the report is then of the validation split).
+  num_query / num_train are 0 so that either file is accepted as it is, and
+  `num_val` validation queries are carved out of the training items: models
+  are selected on them, never on the test queries.
+  """
+  c = dataset_config('wikipedia')
+  c.num_query = 0
+  c.num_train = 0
+  c.num_val = num_val
+  c.tfds_config = 'features'
   return c
 
 

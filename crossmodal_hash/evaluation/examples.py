@@ -148,13 +148,14 @@ def write_report_examples(out_png: str, codes: dict[str, np.ndarray],
   Args:
     out_png: the PNG to write.
     codes: the trained codes of the query and retrieval sets.
-    evaluator: the trainer's `Evaluator` (its data, split and labels).
+    evaluator: the trainer's `Evaluator` (its data, query and retrieval
+      rows and their labels).
     dataset_config: `config.dataset`, for the vocabulary and label names.
   """
   # Imported here: run_artifacts imports the methods and checkpointing.
   from crossmodal_hash import run_artifacts  # pylint: disable=g-import-not-at-top
   vocabulary, label_names = run_artifacts.dataset_names(dataset_config)
   plot_examples(out_png, codes, evaluator.query_labels, evaluator.db_labels,
-                data=evaluator.data, query_rows=evaluator.split.query,
-                db_rows=evaluator.split.retrieval, vocabulary=vocabulary,
+                data=evaluator.data, query_rows=evaluator.query,
+                db_rows=evaluator.retrieval, vocabulary=vocabulary,
                 label_names=label_names)

@@ -69,6 +69,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.lr_start = 10.0 ** -1.5
   c.lr_end = 1e-6
   c.momentum = 0.0
+  # 'balanced': similar and dissimilar pairs weighted equally (HashNet; not
+  # in DCMH), for single-label data (losses.pair_weights).
+  c.pair_weighting = 'none'
   return c
 
 
@@ -82,6 +85,8 @@ class DCMH:
                text_dim: int):
     del num_labels, text_dim  # DCMH has no label head; the text net infers V.
     self.hp = config.dcmh
+    common.check_choice('config.dcmh.pair_weighting', self.hp.pair_weighting,
+                        losses.PAIR_WEIGHTINGS)
     if self.hp.num_epochs < 1:
       raise ValueError(f'config.dcmh.num_epochs={self.hp.num_epochs} must be '
                        '>= 1.')
@@ -153,7 +158,9 @@ class DCMH:
     num_items, bits = memory[mine].shape
     batch = outputs.shape[0]
     return {
-        'pairwise': losses.pairwise_likelihood(outputs, memory[other], sim),
+        'pairwise': losses.pairwise_likelihood(
+            outputs, memory[other], sim,
+            weights=losses.pair_weights(sim, self.hp.pair_weighting)),
         'quantization': losses.quantization_to_target(
             outputs, memory['B'][index]) * (bits / num_items),
         'balance': losses.bit_balance_all_items(

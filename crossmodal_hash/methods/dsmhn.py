@@ -25,6 +25,8 @@ ours, each documented and most behind a config switch (`config.dsmhn.*`):
     theta = 0.5 <h_i, g_j>; or 'contrastive', mean(0.5 S D + 0.5 (1 - S)
     max(0, margin - D)) with D = ||h_i - g_j||^2 / K in [0, 4] (`margin`,
     default 2.0, is DSH's m = 2K). S_ij = 1 if items share a label.
+    `pair_weighting` 'balanced' weights similar and dissimilar pairs
+    equally (HashNet; `losses.pair_weights`), for single-label data.
   * `classifier`: 'shared' (default), one linear layer K -> L applied to both
     modalities' codes, so both are aligned to the same label hyperplanes; or
     'per_modality', one per stream. It sees the relaxed codes h (the
@@ -65,6 +67,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.eta = 0.1  # bit balance
   c.pairwise = 'likelihood'
   c.margin = 2.0  # contrastive only, on ||h - g||^2 / K
+  c.pair_weighting = 'none'  # or 'balanced' (losses.pair_weights)
   c.classifier = 'shared'
   c.label_loss = 'bce'
   c.num_epochs = 20
@@ -92,6 +95,8 @@ class DSMHN:
                         CLASSIFIERS)
     common.check_choice('config.dsmhn.label_loss', self.hp.label_loss,
                         losses.LABEL_LOSSES)
+    common.check_choice('config.dsmhn.pair_weighting',
+                        self.hp.pair_weighting, losses.PAIR_WEIGHTINGS)
     self.nets = common.code_nets(config, tanh=True)
     self.classifier = heads.LabelHead(
         num_labels, init_std=config.model.init_std,
@@ -139,9 +144,11 @@ class DSMHN:
     return [base.Phase(JOINT, self.learning_rate(epoch), 1)]
 
   def _pairwise(self, codes, stored, sim):
+    weights = losses.pair_weights(sim, self.hp.pair_weighting)
     if self.hp.pairwise == 'likelihood':
-      return losses.pairwise_likelihood(codes, stored, sim)
-    return losses.pairwise_contrastive(codes, stored, sim, self.hp.margin)
+      return losses.pairwise_likelihood(codes, stored, sim, weights=weights)
+    return losses.pairwise_contrastive(codes, stored, sim, self.hp.margin,
+                                       weights)
 
   def loss_terms(self, params: dict[str, Any], batch: base.Batch,
                  data: base.Batch, memory: dict[str, jax.Array]

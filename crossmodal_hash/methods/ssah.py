@@ -12,23 +12,41 @@ Losses of a modality network on a batch (weights alpha, gamma, beta, eta, delta)
 LabNet has the same terms against its own stored features and codes, without
 the adversarial one. S_ij = `sim_positive` if items i and j share a label.
 
+Reductions (`reduction`, default 'official'): the official code's
+`mse_criterion` is a mean of `tf.nn.l2_loss`, a half-sum, so its squared terms
+are 1/2 sums over [B, N] pairs, [B, K] bits and [B, L] labels, as the paper's
+sums are; the adversarial terms are means (`sce_criterion`). 'mean' takes
+means of everything (see `losses.reduce`).
+
 Paper versus official code, each behind a config switch (default: paper):
   * `pairwise_form`: 'paper' negative log-likelihood, or the code's squared
     residual (see `losses.pairwise_likelihood`).
   * `adversarial`: 'paper' lets the adversarial gradient reach ImgNet/TxtNet;
     'official_code' computes the term on stop-gradient copies (the official code
-    feeds stored copies of the features in as inputs), so it never does.
+    feeds stored copies of the features in as inputs), so it never does. The
+    official hash-net optimizer is built without a `var_list`, so each ImgNet
+    (TxtNet) step also moves the image (text) discriminator toward calling the
+    modality's features "label", by the same Adam at the network's learning
+    rate with its own moments: 'official_code' does that too ("drift").
   * `label_loss`: the code's squared error ('mse') or 'bce'.
 Schedule (official code): each outer epoch trains LabNet for (10, 5) passes,
 the discriminators for (1, 1), ImgNet for (15, 7, 5) and TxtNet for (15, 7, 5),
 phase i of epoch e at lr = 10^-(a + 0.5 (e + i)), a = 2.0 / 3.0 / 4.5 / 3.5.
 Differences from the official code, documented rather than copied: batches are
 drawn from a fresh permutation per pass (the code draws a new random subset per
-batch), and passes run to their count (the code breaks a phase early when an
-all-item loss rises, which needs an N x N matrix we never build).
-Memories: `lab_code`, `lab_feat`, `img_code`, `txt_code` ([T, K] / [T, 512]),
-initialised from N(0, 1) as in the official code and refreshed with each
-batch's outputs before its update.
+batch); passes run to their count (the code breaks a phase early when an
+all-item loss rises, which needs an N x N matrix we never build); with
+'official_code' the image discriminator drifts on the batch's stored features
+(the code feeds all N stored image features, and the batch's text features);
+one Adam bias-correction count per network (TF1 shares one per optimizer).
+Architecture as in the official code: new layers draw weights and biases from
+N(0, 0.01^2) (`model.init_std`, `model.bias_init_std`); TxtNet's multi-scale
+1x1 convolutions have no bias, and its heads read the LRN of its semantic
+feature (LabNet's and ImgNet's read the feature itself).
+Memories: `lab_code` [T, K] and `lab_feat` [T, 512], LabNet's outputs of every
+training item, initialised from N(0, 1) as in the official code and refreshed
+with each LabNet batch's outputs before its update. (The code's per-modality
+code matrices F and G only feed its printed losses, so they are not kept.)
 """
 from __future__ import annotations
 
@@ -46,10 +64,12 @@ from crossmodal_hash.models import cnnf
 from crossmodal_hash.models import discriminator
 from crossmodal_hash.models import hashing_net
 from crossmodal_hash.models import label
+from crossmodal_hash.models import layers
 from crossmodal_hash.models import mlp
 from crossmodal_hash.models import text
 
 ADVERSARIAL_MODES = ('paper', 'official_code')
+MODALITIES = ('img', 'txt')
 SCHEDULES = ('official', 'interleaved')
 NETWORKS = ('lab', 'dis', 'img', 'txt')
 
@@ -62,7 +82,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.beta = 1.0  # quantization
   c.eta = 1.0  # label prediction
   c.delta = 1.0  # adversarial
+  c.reduction = 'official'
   c.pairwise_form = 'paper'
+  # 'balanced': HashNet's weighting of similar vs dissimilar pairs (not in
+  # SSAH; for single-label data, see losses.pair_weights).
+  c.pair_weighting = 'none'
   c.label_loss = 'mse'
   c.adversarial = 'paper'
   c.sim_positive = 1.0  # the official code uses 0.999
@@ -84,15 +108,21 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def image_encoder(model: ml_collections.ConfigDict, dtype: Any):
-  """The image trunk named by `config.model.image_encoder`."""
+def image_encoder(model: ml_collections.ConfigDict, dtype: Any,
+                  bias_std: float | None = None):
+  """The image trunk named by `config.model.image_encoder`.
+
+  `bias_std` applies to the new layers of 'feature_mlp' (CNN-F's are
+  pretrained, or Flax-initialised from scratch).
+  """
   name = model.image_encoder
   if name == 'cnnf':
     return cnnf.cnnf_224(dtype=dtype)
   if name == 'cnnf_small':
     return cnnf.cnnf_small(dtype=dtype)
   if name == 'feature_mlp':
-    return mlp.MLP(features=tuple(model.image_mlp_features), dtype=dtype)
+    return mlp.MLP(features=tuple(model.image_mlp_features), dtype=dtype,
+                   bias_std=bias_std)
   raise ValueError(f'Unknown config.model.image_encoder {name!r}; expected '
                    "'cnnf', 'cnnf_small' or 'feature_mlp'.")
 
@@ -113,27 +143,31 @@ class SSAH:
     _check_choice('config.ssah.label_loss', self.hp.label_loss,
                   losses.LABEL_LOSSES)
     _check_choice('config.ssah.schedule', self.hp.schedule, SCHEDULES)
+    _check_choice('config.ssah.reduction', self.hp.reduction,
+                  losses.REDUCTIONS)
+    _check_choice('config.ssah.pair_weighting', self.hp.pair_weighting,
+                  losses.PAIR_WEIGHTINGS)
     model = config.model
     dtype = jnp.dtype(model.compute_dtype)
+    init = dict(init_std=model.init_std,
+                bias_std=model.get('bias_init_std', model.init_std))
     heads = dict(semantic_dim=model.semantic_dim, bits=config.bits,
-                 num_labels=num_labels, init_std=model.init_std, dtype=dtype)
+                 num_labels=num_labels, dtype=dtype, **init)
     self.nets = {
         'lab': hashing_net.HashingNet(
-            encoder=label.LabelEncoder(hidden=model.label_hidden,
-                                       init_std=model.init_std, dtype=dtype),
+            encoder=label.LabelEncoder(hidden=model.label_hidden, dtype=dtype,
+                                       **init),
             **heads),
-        'img': hashing_net.HashingNet(encoder=image_encoder(model, dtype),
-                                      **heads),
+        'img': hashing_net.HashingNet(
+            encoder=image_encoder(model, dtype, init['bias_std']), **heads),
         'txt': hashing_net.HashingNet(
             encoder=text.MultiScaleTextEncoder(
                 pool_windows=tuple(model.text_pool_windows),
-                hidden=model.text_hidden, init_std=model.init_std,
-                dtype=dtype),
-            **heads),
+                hidden=model.text_hidden, dtype=dtype, **init),
+            semantic_lrn=True, **heads),
     }
     self.discriminator = discriminator.Discriminator(
-        hidden=tuple(model.discriminator_hidden), init_std=model.init_std,
-        dtype=dtype)
+        hidden=tuple(model.discriminator_hidden), dtype=dtype, **init)
     self.optimizer = optax.scale_by_adam(b1=self.hp.adam_b1, b2=self.hp.adam_b2,
                                          eps=self.hp.adam_eps)
     self.bits = config.bits
@@ -156,7 +190,7 @@ class SSAH:
     Returns:
       A TrainState with params, Adam states and N(0, 1) memories.
     """
-    keys = jax.random.split(rng, 9)
+    keys = jax.random.split(rng, 7)
     num_items = data['label'].shape[0]
     sample = {'lab': data['label'][:1].astype(jnp.float32),
               'img': jnp.zeros(data['image'].shape[1:], jnp.float32)[None],
@@ -169,11 +203,13 @@ class SSAH:
         'txt': self.discriminator.init(keys[4], feature)['params'],
     }
     opt_state = {name: self.optimizer.init(p) for name, p in params.items()}
+    if self.hp.adversarial == 'official_code':
+      # The hash-net optimizer's own Adam moments of the discriminators.
+      opt_state['dis_drift'] = {m: self.optimizer.init(params['dis'][m])
+                                for m in MODALITIES}
     memory = {
         'lab_code': jax.random.normal(keys[5], (num_items, self.bits)),
         'lab_feat': jax.random.normal(keys[6], (num_items, self.semantic_dim)),
-        'img_code': jax.random.normal(keys[7], (num_items, self.bits)),
-        'txt_code': jax.random.normal(keys[8], (num_items, self.bits)),
     }
     return base.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                            opt_state=opt_state, memory=memory,
@@ -202,7 +238,18 @@ class SSAH:
   # --------------------------------------------------------------- losses --
 
   def _pairwise(self, a, stored, sim):
-    return losses.pairwise_likelihood(a, stored, sim, self.hp.pairwise_form)
+    return losses.pairwise_likelihood(
+        a, stored, sim, self.hp.pairwise_form, self.hp.reduction,
+        losses.pair_weights(sim, self.hp.pair_weighting))
+
+  def _code_terms(self, out, labels):
+    """The quantization and label terms of a batch's outputs."""
+    return {
+        'quantization': losses.quantization(out.code, self.hp.reduction),
+        'label': losses.label_prediction(out.label_logits, labels,
+                                         self.hp.label_loss,
+                                         self.hp.reduction),
+    }
 
   def lab_loss_terms(self, params, batch, data, memory):
     """LabNet's loss terms and the batch's outputs.
@@ -227,9 +274,7 @@ class SSAH:
     terms = {
         'pairwise_feature': self._pairwise(out.feature, feats, sim),
         'pairwise_code': self._pairwise(out.code, codes, sim),
-        'quantization': losses.quantization(out.code),
-        'label': losses.label_prediction(out.label_logits, labels,
-                                         self.hp.label_loss),
+        **self._code_terms(out, labels),
     }
     return terms, out
 
@@ -240,7 +285,8 @@ class SSAH:
     Args:
       modality: 'img' or 'txt'.
       params: the modality network's params.
-      dis_params: that modality's discriminator params (not trained here).
+      dis_params: that modality's discriminator params (they receive only the
+        adversarial term's gradient: the 'official_code' drift).
       batch: 'index' [B], 'label' [B, L], and 'image' or 'text' [B, ...].
       data: 'label' [T, L] of the whole training set.
       memory: the stored memories ('lab_feat', 'lab_code').
@@ -251,7 +297,7 @@ class SSAH:
     labels = batch['label'].astype(jnp.float32)
     inputs = batch['image'] if modality == 'img' else batch['text']
     out = self.nets[modality].apply({'params': params},
-                                    inputs.astype(jnp.float32))
+                                    layers.at_least_float32(inputs))
     sim = losses.similarity(labels, data['label'], self.hp.sim_positive)
     feature = out.feature
     if self.hp.adversarial == 'official_code':
@@ -261,9 +307,7 @@ class SSAH:
         'pairwise_feature': self._pairwise(out.feature, memory['lab_feat'],
                                            sim),
         'pairwise_code': self._pairwise(out.code, memory['lab_code'], sim),
-        'quantization': losses.quantization(out.code),
-        'label': losses.label_prediction(out.label_logits, labels,
-                                         self.hp.label_loss),
+        **self._code_terms(out, labels),
         'adversarial': losses.adversarial_generator(logits),
     }
     return terms, out
@@ -314,29 +358,36 @@ class SSAH:
 
   def _update_modality(self, modality, state, batch, data, learning_rate):
 
-    def loss_fn(p):
-      terms, out = self.modality_loss_terms(modality, p,
-                                            state.params['dis'][modality],
-                                            batch, data, state.memory)
-      return self._weighted(terms), (terms, out)
+    def loss_fn(p, dis_p):
+      terms, _ = self.modality_loss_terms(modality, p, dis_p, batch, data,
+                                          state.memory)
+      return self._weighted(terms), terms
 
-    grads, (terms, out) = jax.grad(loss_fn, has_aux=True)(
-        state.params[modality])
+    dis = state.params['dis'][modality]
+    (grads, dis_grads), terms = jax.grad(loss_fn, argnums=(0, 1),
+                                         has_aux=True)(
+                                             state.params[modality], dis)
     params, opt = base.apply_adam(self.optimizer, grads,
                                   state.opt_state[modality],
                                   state.params[modality], learning_rate)
-    memory = dict(state.memory)
-    memory[f'{modality}_code'] = memory[f'{modality}_code'].at[
-        batch['index']].set(out.code)
-    return _replace(state, modality, params, opt, memory), _metrics(
-        terms, self._weighted)
+    state = _replace(state, modality, params, opt, state.memory)
+    if self.hp.adversarial == 'official_code':
+      drift = state.opt_state['dis_drift']
+      dis, dis_opt = base.apply_adam(self.optimizer, dis_grads,
+                                     drift[modality], dis, learning_rate)
+      state = state.replace(
+          params={**state.params,
+                  'dis': {**state.params['dis'], modality: dis}},
+          opt_state={**state.opt_state,
+                     'dis_drift': {**drift, modality: dis_opt}})
+    return state, _metrics(terms, self._weighted)
 
   def update_img(self, state, batch, data, learning_rate):
-    """One Adam step of ImgNet; refreshes 'img_code'."""
+    """One Adam step of ImgNet (and, with 'official_code', the drift)."""
     return self._update_modality('img', state, batch, data, learning_rate)
 
   def update_txt(self, state, batch, data, learning_rate):
-    """One Adam step of TxtNet; refreshes 'txt_code'."""
+    """One Adam step of TxtNet (and, with 'official_code', the drift)."""
     return self._update_modality('txt', state, batch, data, learning_rate)
 
   def update_dis(self, state, batch, data, learning_rate):
@@ -347,9 +398,9 @@ class SSAH:
         'lab': self.nets['lab'].apply({'params': p['lab']},
                                       batch['label'].astype(jnp.float32)),
         'img': self.nets['img'].apply({'params': p['img']},
-                                      batch['image'].astype(jnp.float32)),
+                                      layers.at_least_float32(batch['image'])),
         'txt': self.nets['txt'].apply({'params': p['txt']},
-                                      batch['text'].astype(jnp.float32)),
+                                      layers.at_least_float32(batch['text'])),
     }
     features = {k: jax.lax.stop_gradient(v.feature) for k, v in
                 features.items()}
@@ -388,7 +439,7 @@ class SSAH:
       [B, K] int8 in {-1, +1}.
     """
     out = self.nets[modality].apply({'params': params[modality]},
-                                    inputs.astype(jnp.float32))
+                                    layers.at_least_float32(inputs))
     return hashing_net.binarize(out.code)
 
 

@@ -19,11 +19,13 @@ class Discriminator(nn.Module):
   Attributes:
     hidden: widths of the hidden layers.
     init_std: std of the normal kernel initialiser; None = Flax's default.
+    bias_std: std of the normal bias initialiser; None = zeros.
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
   hidden: Sequence[int] = (512, 256)
   init_std: float | None = 0.01
+  bias_std: float | None = None
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
 
@@ -35,4 +37,4 @@ class Discriminator(nn.Module):
       x = layers.dense(self, width, f'dense_{i}')(x)
       x = nn.relu(x)
     x = layers.dense(self, 1, 'logit')(x)
-    return x[..., 0].astype(jnp.float32)
+    return layers.at_least_float32(x[..., 0])

@@ -25,10 +25,11 @@ class HashOutputs:
 
 
 class HashingNet(nn.Module):
-  """encoder -> Dense(semantic_dim) ReLU -> HashHead and LabelHead.
+  """encoder -> Dense(semantic_dim) ReLU [-> LRN] -> HashHead and LabelHead.
 
   SSAH's ImgNet, TxtNet and LabNet are HashingNets around a CNNF (or MLP),
-  a MultiScaleTextEncoder and a LabelEncoder. The encoder keeps its own dtype
+  a MultiScaleTextEncoder and a LabelEncoder. The semantic feature is the
+  ReLU output; with `semantic_lrn` (SSAH's TxtNet) the heads read its LRN. The encoder keeps its own dtype
   settings; build it with the same `dtype` as the net for mixed precision.
 
   Param tree: {'encoder': ..., 'semantic': {'kernel': [E, S], 'bias': [S]},
@@ -41,6 +42,10 @@ class HashingNet(nn.Module):
     semantic_dim: width S of the semantic layer (SSAH: 512).
     init_std: std of the normal kernel initialiser of the new layers (semantic
       layer and heads); None = Flax's default.
+    bias_std: std of the normal bias initialiser of the new layers; None =
+      zeros.
+    semantic_lrn: the heads read `lrn(feature)` instead of the feature.
+    lrn: LRN hyper-parameters used with `semantic_lrn`.
     dtype: computation dtype of the new layers.
     param_dtype: parameter dtype of the new layers.
   """
@@ -49,6 +54,9 @@ class HashingNet(nn.Module):
   num_labels: int
   semantic_dim: int = 512
   init_std: float | None = 0.01
+  bias_std: float | None = None
+  semantic_lrn: bool = False
+  lrn: layers.LocalResponseNorm = layers.LocalResponseNorm()
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
 
@@ -58,22 +66,16 @@ class HashingNet(nn.Module):
     h = self.encoder(x)
     feature = layers.dense(self, self.semantic_dim, 'semantic')(h)
     feature = nn.relu(feature)
-    code = heads.HashHead(
-        self.bits,
-        init_std=self.init_std,
-        dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        name='hash')(feature)
-    label_logits = heads.LabelHead(
-        self.num_labels,
-        init_std=self.init_std,
-        dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        name='label')(feature)
+    head_input = self.lrn(feature) if self.semantic_lrn else feature
+    head = dict(init_std=self.init_std, bias_std=self.bias_std,
+                dtype=self.dtype, param_dtype=self.param_dtype)
+    code = heads.HashHead(self.bits, name='hash', **head)(head_input)
+    label_logits = heads.LabelHead(self.num_labels, name='label',
+                                   **head)(head_input)
     return HashOutputs(
-        feature=feature.astype(jnp.float32),
-        code=code.astype(jnp.float32),
-        label_logits=label_logits.astype(jnp.float32))
+        feature=layers.at_least_float32(feature),
+        code=layers.at_least_float32(code),
+        label_logits=layers.at_least_float32(label_logits))
 
 
 def binarize(codes: jax.Array) -> jax.Array:

@@ -17,11 +17,13 @@ class HashHead(nn.Module):
   Attributes:
     bits: code length K.
     init_std: std of the normal kernel initialiser; None = Flax's default.
+    bias_std: std of the normal bias initialiser; None = zeros.
     dtype: computation dtype of the Dense layer.
     param_dtype: parameter dtype.
   """
   bits: int
   init_std: float | None = 0.01
+  bias_std: float | None = None
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
 
@@ -29,7 +31,7 @@ class HashHead(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """x: [B, S] float -> [B, bits] float32 in (-1, 1)."""
     x = layers.dense(self, self.bits, 'dense')(x)
-    return jnp.tanh(x.astype(jnp.float32))
+    return jnp.tanh(layers.at_least_float32(x))
 
 
 class LabelHead(nn.Module):
@@ -41,11 +43,13 @@ class LabelHead(nn.Module):
   Attributes:
     num_labels: number of labels L.
     init_std: std of the normal kernel initialiser; None = Flax's default.
+    bias_std: std of the normal bias initialiser; None = zeros.
     dtype: computation dtype of the Dense layer.
     param_dtype: parameter dtype.
   """
   num_labels: int
   init_std: float | None = 0.01
+  bias_std: float | None = None
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
 
@@ -53,4 +57,4 @@ class LabelHead(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """x: [B, S] float -> [B, num_labels] float32 logits."""
     x = layers.dense(self, self.num_labels, 'dense')(x)
-    return x.astype(jnp.float32)
+    return layers.at_least_float32(x)

@@ -16,6 +16,7 @@ class LabelEncoder(nn.Module):
   Attributes:
     hidden: width of the layer (SSAH: 4096).
     init_std: std of the normal kernel initialiser; None = Flax's default.
+    bias_std: std of the normal bias initialiser; None = zeros.
     lrn_final: apply `lrn` after the ReLU (SSAH: yes).
     lrn: LRN hyper-parameters.
     dtype: computation dtype.
@@ -23,6 +24,7 @@ class LabelEncoder(nn.Module):
   """
   hidden: int = 4096
   init_std: float | None = 0.01
+  bias_std: float | None = None
   lrn_final: bool = True
   lrn: layers.LocalResponseNorm = layers.LocalResponseNorm()
   dtype: layers.Dtype = jnp.float32

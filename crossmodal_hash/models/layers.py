@@ -12,6 +12,17 @@ Dtype = Any
 Initializer = Callable[..., jax.Array]
 
 
+def at_least_float32(x: jax.Array) -> jax.Array:
+  """`x` in float32, or in its own dtype if that is wider (float64 under x64).
+
+  Outputs and losses are computed in at least float32 whatever the compute
+  dtype (bfloat16 activations give float32 losses), and a float64 check of a
+  loss against a reference (tests, under `jax.experimental.enable_x64`) keeps
+  float64 throughout.
+  """
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def local_response_norm(x: jax.Array,
                         depth_radius: int = 2,
                         bias: float = 2.0,
@@ -26,7 +37,7 @@ def local_response_norm(x: jax.Array,
     out = x / (bias + alpha * sqr_sum) ** beta
 
   The window sum is 2r + 1 shifted slices of the padded squares (no [C, C]
-  matrix), computed in float32 whatever the input dtype.
+  matrix), computed in at least float32 whatever the input dtype.
 
   Args:
     x: [..., C] float, normalised along the last (channel) axis.
@@ -40,7 +51,7 @@ def local_response_norm(x: jax.Array,
   """
   if depth_radius < 0:
     raise ValueError(f'depth_radius must be >= 0, got {depth_radius}.')
-  xf = x.astype(jnp.float32)
+  xf = at_least_float32(x)
   channels = x.shape[-1]
   r = int(depth_radius)
   padded = jnp.pad(jnp.square(xf), [(0, 0)] * (x.ndim - 1) + [(r, r)])
@@ -77,15 +88,27 @@ def normal_init(std: float) -> Initializer:
   return nn.initializers.normal(stddev=std)
 
 
-def dense(module: nn.Module, features: int, name: str) -> nn.Dense:
-  """A Dense layer with `module`'s init_std, dtype and param_dtype.
+def dense(module: nn.Module, features: int, name: str, *,
+          use_bias: bool = True) -> nn.Dense:
+  """A Dense layer with `module`'s init_std, bias_std, dtype and param_dtype.
 
   Called inside `module`'s compact `__call__`, so the layer is its child,
-  named `name`.
+  named `name`. A module without a `bias_std` field (or with None) starts its
+  biases at zero; SSAH's modules draw them from N(0, bias_std^2), as the
+  official code does for every new layer.
   """
-  return nn.Dense(features, kernel_init=kernel_init(module.init_std),
+  return nn.Dense(features, use_bias=use_bias,
+                  kernel_init=kernel_init(module.init_std),
+                  bias_init=bias_init(getattr(module, 'bias_std', None)),
                   dtype=module.dtype, param_dtype=module.param_dtype,
                   name=name)
+
+
+def bias_init(std: float | None) -> Initializer:
+  """`normal_init(std)`, or zeros when `std` is None or 0."""
+  if not std:
+    return nn.initializers.zeros_init()
+  return normal_init(std)
 
 
 def kernel_init(std: float | None) -> Initializer:

@@ -19,6 +19,7 @@ class MLP(nn.Module):
     features: output widths of the Dense layers, in order (non-empty).
     lrn_final: apply `lrn` after the last layer (after its ReLU).
     init_std: std of the normal kernel initialiser; None = Flax's default.
+    bias_std: std of the normal bias initialiser; None = zeros.
     activate_final: apply ReLU after the last layer too (False gives a linear
       output layer, e.g. DCMH's BoW -> 8192 -> K text net).
     lrn: LRN hyper-parameters used when `lrn_final`.
@@ -28,6 +29,7 @@ class MLP(nn.Module):
   features: Sequence[int]
   lrn_final: bool = False
   init_std: float | None = None
+  bias_std: float | None = None
   activate_final: bool = True
   lrn: layers.LocalResponseNorm = layers.LocalResponseNorm()
   dtype: layers.Dtype = jnp.float32

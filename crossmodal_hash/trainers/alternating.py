@@ -29,10 +29,16 @@ One run, start to end:
      mesh's `data` axis, the state donated, in both);
   6. after each pass: NaN/Inf check, JSON-lines metrics, progress, checkpoint
      (with the data position), and every `config.eval.every_passes` passes
-     mAP@all of the query set against the retrieval set (state only read);
-  7. encode the query and retrieval sets and run the evaluation suite
-     (trainers/evaluation_hooks.py): the printed table, evaluation.json,
-     map.json, codes and plots in `<workdir>/eval`.
+     mAP@all of the validation queries against the validation database
+     (`config.dataset.num_val` > 0; the state is only read), the best state
+     by validation mAP kept in `<workdir>/best` (trainers/model_selection.py);
+     without a validation split, of the test queries, and nothing selected;
+  7. restore the selected params (the best by validation, else the last),
+     encode the protocol's queries and retrieval set, read for the first time
+     here, and run the evaluation suite (trainers/evaluation_hooks.py): the
+     printed table, evaluation.json (saying which checkpoint and why),
+     map.json, codes and plots in `<workdir>/eval`. A dataset without test
+     queries (a training-set-only file) reports its validation split.
 
 The 'image' modality may be pixels [N, H, W, 3], features [N, D] or video
 clips [N, T, H, W, 3]: batches are gathered and normalised over the last axis
@@ -67,6 +73,7 @@ from crossmodal_hash.methods import base
 from crossmodal_hash.methods import registry as method_registry
 from crossmodal_hash.models import cnnf_weights
 from crossmodal_hash.trainers import evaluation_hooks
+from crossmodal_hash.trainers import model_selection
 from crossmodal_hash.trainers import registry
 from crossmodal_hash.trainers import streaming
 
@@ -386,6 +393,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   mesh = _make_mesh(config, split)
   checkpointer = checkpointing.Checkpointer(workdir,
                                             config.train.max_checkpoints)
+  best = None
   try:
     meta = _check_resumable(checkpointer, config, split)
     train = data.take(split.train)
@@ -423,28 +431,48 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           method, train, device_data, mesh,
           batch_size=config.train.batch_size,
           options=_stream_options(config)).run
-    evaluator = evaluation_hooks.Evaluator(
-        method, data, split, mesh, config.eval.batch_size, image_stats)
+    evaluators = evaluation_hooks.Evaluator.for_split(
+        split, method=method, data=data, mesh=mesh,
+        batch_size=config.eval.batch_size, image_stats=image_stats)
+    if 'validation' in evaluators and config.eval.every_passes > 0:
+      best = model_selection.BestCheckpoint(workdir)
     loop = _Loop(config, workdir, schedule, num_batches, checkpointer,
                  lambda p: {'pass_index': p, 'num_passes': len(schedule),
                             'config': config_utils.to_json_dict(config),
                             'split_sha256': splits.checksum(split),
                             'data_iterator': position(p)},
-                 stream=placement == 'stream')
+                 stream=placement == 'stream', best=best)
     state = loop.run(state, make_begin_fns(method, mesh), run, device_data,
-                     evaluator, start_pass=start_pass,
+                     evaluators.get('validation', evaluators.get('test')),
+                     start_pass=start_pass,
                      stop_after_passes=stop_after_passes)
+    if state is None:
+      return {'stopped_at_pass': loop.stopped_at}
+    record = best.record if best is not None else None
+    selected = model_selection.describe(record, len(schedule),
+                                        config.eval.every_passes)
+    params = best.restore(state).params if record else state.params
   finally:
     checkpointer.close()
-  if state is None:
-    return {'stopped_at_pass': loop.stopped_at}
+    if best is not None:
+      best.close()
 
+  evaluator = evaluators.get('test', evaluators.get('validation'))
+  if evaluator.name != 'test':
+    logging.warning('The dataset has no test queries (config.dataset.'
+                    'num_query = 0 and no fixed split): the final report is '
+                    'of the validation split, which selected the checkpoint.')
+  logging.info('Final evaluation of the %s checkpoint: %s',
+               selected['checkpoint'], selected['why'])
   results = evaluation_hooks.final_evaluation(
-      evaluator, state.params, config, workdir,
+      evaluator, params, config, workdir,
       metadata={'method': config.method, 'dataset': config.dataset.name,
                 'step': int(state.step), 'passes': len(schedule),
                 'split_sha256': splits.checksum(split),
+                'query_set': evaluator.name,
+                'selected_checkpoint': selected,
                 'relevance': 'shares at least one label'})
+  results['selected_checkpoint'] = selected
   # The table itself is the caller's to print (main prints it once).
   logging.info('Evaluation written to %s; headline mAP@all: %s',
                os.path.join(workdir, 'eval'), results['map'])
@@ -461,7 +489,8 @@ class _Loop:
   def __init__(self, config: ml_collections.ConfigDict, workdir: str,
                schedule: list, num_batches: int,
                checkpointer: checkpointing.Checkpointer,
-               meta: Callable[[int], dict[str, Any]], *, stream: bool):
+               meta: Callable[[int], dict[str, Any]], *, stream: bool,
+               best: model_selection.BestCheckpoint | None = None):
     """The loop of a run.
 
     Args:
@@ -472,6 +501,7 @@ class _Loop:
       checkpointer: saves after passes (closed by the caller).
       meta: the checkpoint metadata after a number of passes.
       stream: the pass function advances the bar batch by batch.
+      best: keeps the best state by periodic (validation) evaluation.
     """
     self.config = config
     self.workdir = workdir
@@ -480,6 +510,7 @@ class _Loop:
     self.checkpointer = checkpointer
     self.meta = meta
     self.stream = stream
+    self.best = best
     self.stopped_at = None
     self.bar = None
     self.postfix: dict[str, Any] = {}
@@ -540,10 +571,15 @@ class _Loop:
     return state
 
   def _periodic_eval(self, p, state, evaluator, writer):
-    """mAP@all of the current params; the state is only read."""
+    """mAP@all of the current params; the state is only read (and, for
+    model selection, saved as the best if it is)."""
     maps = evaluation_hooks.periodic_map(evaluator, state.params,
                                          self.config.eval)
-    writer.write(evaluation_hooks.map_record(p, int(state.step), maps))
+    record = evaluation_hooks.map_record(p, int(state.step), maps)
+    record['query_set'] = evaluator.name
+    if self.best is not None:
+      record['best'] = self.best.update(p + 1, state, maps, self.meta(p + 1))
+    writer.write(record)
     self.postfix.update({f'map_{d}': f'{v:.3f}' for d, v in maps.items()
                          if d in ('i2t', 't2i')})
     self.bar.update(0, **self.postfix)

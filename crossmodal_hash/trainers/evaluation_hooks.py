@@ -124,30 +124,47 @@ def encode(method: base.Method, params: Any, modality: str, inputs: Any, *,
 
 @dataclasses.dataclass
 class Evaluator:
-  """Encodes the query and retrieval sets of a split with given params.
+  """Encodes a set of queries and a database with given params.
 
   Items are read from `data` a batch at a time (the sets are not copied).
+  `for_split` builds the two a run evaluates: the protocol's test queries
+  against its retrieval set, and the validation queries against the
+  validation database (the training items).
 
   Attributes:
     method: the method (its `encode`).
     data: the dataset (images may be lazy).
-    split: its split; `query` is ranked against `retrieval`.
+    query: [Q] int rows of `data`, the queries.
+    retrieval: [N] int rows of `data`, the database they are ranked against.
     mesh: the mesh.
     batch_size: `config.eval.batch_size`.
     image_stats: the training set's (mean, inv_scale).
+    name: 'test' or 'validation', for the report.
   """
   method: base.Method
   data: types.MultiModalData
-  split: types.Split
+  query: np.ndarray
+  retrieval: np.ndarray
   mesh: jax.sharding.Mesh
   batch_size: int
   image_stats: ImageStats
+  name: str = 'test'
 
   def __post_init__(self):
     self._fns = {m: make_encode_fn(self.method, m, self.mesh)
                  for m in ('img', 'txt')}
-    self.query_labels = self.data.labels[self.split.query]
-    self.db_labels = self.data.labels[self.split.retrieval]
+    self.query_labels = self.data.labels[self.query]
+    self.db_labels = self.data.labels[self.retrieval]
+
+  @classmethod
+  def for_split(cls, split: types.Split, **kwargs
+               ) -> dict[str, 'Evaluator']:
+    """{'test': query vs retrieval, 'validation': val vs train}, the sets
+    that are not empty (kwargs: every other field but `name`)."""
+    sets = {'test': (split.query, split.retrieval),
+            'validation': (split.val, split.train)}
+    return {name: cls(query=q, retrieval=r, name=name, **kwargs)
+            for name, (q, r) in sets.items() if len(q)}
 
   def codes(self, params: Any) -> dict[str, np.ndarray]:
     """{'image_query', 'text_query' [Q, K]; 'image_db', 'text_db' [N, K]}.
@@ -155,8 +172,7 @@ class Evaluator:
     All int8 in {-1, +1}; `params` is only read.
     """
     out = {}
-    for side, rows in (('query', self.split.query),
-                       ('db', self.split.retrieval)):
+    for side, rows in (('query', self.query), ('db', self.retrieval)):
       for name, modality, inputs in (('image', 'img', self.data.images),
                                      ('text', 'txt', self.data.texts)):
         out[f'{name}_{side}'] = encode(
@@ -229,8 +245,9 @@ def final_evaluation(evaluator: Evaluator, params: Any,
   results = {
       'map': evaluation['map'][name],
       'bits': config.bits,
-      'num_query': len(evaluator.split.query),
-      'num_retrieval': len(evaluator.split.retrieval),
+      'query_set': evaluator.name,
+      'num_query': len(evaluator.query),
+      'num_retrieval': len(evaluator.retrieval),
       'relevance': 'shares at least one label',
       'ties': evaluation['headline']['ties'],
       'empty': evaluation['headline']['empty'],

@@ -1,0 +1,17 @@
+"""The mAP tables the results benchmarks print and write (markdown)."""
+from __future__ import annotations
+
+DIRECTIONS = (('i2t', 'I->T'), ('t2i', 'T->I'))
+
+
+def map_table(rows: list[tuple[str, dict[str, dict[str, float]]]],
+              bits: list[str]) -> str:
+  """A markdown table: one row per (name, {bits: {direction: mAP}}), columns
+  direction x bits (I->T at every length, then T->I)."""
+  header = ['method'] + [f'{name} {b}' for _, name in DIRECTIONS for b in bits]
+  lines = ['| ' + ' | '.join(header) + ' |',
+           '|' + '---|' * len(header)]
+  for name, maps in rows:
+    cells = [f'{maps[b][d]:.4f}' for d, _ in DIRECTIONS for b in bits]
+    lines.append('| ' + ' | '.join([name] + cells) + ' |')
+  return '\n'.join(lines)

@@ -1,0 +1,114 @@
+r"""Every method on Wikipedia at 16, 32 and 64 bits, beside the baselines.
+
+  python benchmarks/wikipedia.py \
+      --path=../shared/data/wikipedia/wikipedia-train.npz \
+      --out=benchmarks/results/wikipedia
+
+Trains configs/<method>_wikipedia.py unchanged (their validation split of
+500 training items, the best checkpoint by validation mAP) on the file given,
+once per method and code length, each in its own workdir under --out
+(re-running resumes or reuses finished runs). With the full file (I_tr ...
+L_te) the table is of the 693 test queries against the 2,173 training items;
+with the training half alone it is of the validation split. Beside the
+methods: random codes, and the ridge-regression baseline
+(`evaluation/ridge_baseline.py`, its penalty chosen on the same validation
+split). Writes
+  <out>/wikipedia.md    the markdown tables (final query set; validation)
+  <out>/wikipedia.json  every run's four directions, its validation record,
+                        selected checkpoint, seconds and config arguments
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+import tables
+
+_PATH = flags.DEFINE_string(
+    'path', '../shared/data/wikipedia/wikipedia-train.npz',
+    'The Wikipedia file: the full I_tr..L_te layout, or the training half.')
+_BITS = flags.DEFINE_list('bits', ['16', '32', '64'], 'Code lengths.')
+_METHODS = flags.DEFINE_list('methods', ['dcmh', 'dsmhn', 'ssah'],
+                             'Methods, in table order.')
+_OUT = flags.DEFINE_string('out', 'benchmarks/results/wikipedia',
+                           'Output directory.')
+_CONFIG_ARG = flags.DEFINE_string('config_arg', '', 'key=value,... for every '
+                                  'config (e.g. fewer epochs for a quick look).')
+
+
+def main(argv):
+  del argv
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  sys.path.insert(0, os.path.join(root, 'configs'))
+  # pylint: disable=g-import-not-at-top
+  from crossmodal_hash import trainers
+  from crossmodal_hash.data import protocols
+  from crossmodal_hash.data import registry as data_registry
+  from crossmodal_hash.evaluation import report
+  from crossmodal_hash.evaluation import ridge_baseline
+  # pylint: enable=g-import-not-at-top
+
+  path = os.path.abspath(_PATH.value)
+  runs, baseline, random_map, query_set = {}, {}, {}, None
+  for method in _METHODS.value:
+    module = importlib.import_module(f'{method}_wikipedia')
+    runs[method] = {}
+    for bits in _BITS.value:
+      arg = ','.join(filter(None, [f'bits={bits}', 'train.progress=false',
+                                   _CONFIG_ARG.value]))
+      config = module.get_config(arg)
+      config.unlock()
+      config.dataset.path = path
+      config.lock()
+      workdir = os.path.join(_OUT.value, f'{method}_{bits}')
+      tic = time.perf_counter()
+      results = trainers.TRAINERS.get('alternating')(config, workdir)
+      runs[method][bits] = {
+          'map': results['map'], 'seconds': time.perf_counter() - tic,
+          'selected_checkpoint': results['selected_checkpoint'],
+          'query_set': results['query_set'], 'config_arg': arg}
+      random_map.setdefault(bits, results['random_map'])
+      query_set = results['query_set']
+      print(f'{method} {bits} bits ({results["query_set"]}): '
+            f'{results["map"]} in {runs[method][bits]["seconds"]:.0f} s',
+            flush=True)
+      if bits not in baseline:
+        data = data_registry.DATASETS.get(config.dataset.name)(config.dataset)
+        split = protocols.split_for_run(data, config.dataset, workdir)
+        baseline[bits] = ridge_baseline.evaluate(data, split, int(bits))
+
+  bits = _BITS.value
+  rows = [('random codes', random_map),
+          ('ridge regression + sign', {b: baseline[b]['map'] for b in bits})]
+  rows += [(m.upper(), {b: r[b]['map'] for b in bits})
+           for m, r in runs.items()]
+  val_rows = [('ridge regression + sign',
+               {b: baseline[b]['validation'][baseline[b]['lambda']]
+                for b in bits})]
+  val_rows += [(m.upper(), {b: r[b]['selected_checkpoint']['val_map']
+                            for b in bits})
+               for m, r in runs.items()
+               if all('val_map' in r[b]['selected_checkpoint'] for b in bits)]
+  table = (f'mAP@all, {query_set} queries ({os.path.basename(path)}):\n\n' +
+           tables.map_table(rows, bits) +
+           '\n\nmAP@all of the validation split (model selection):\n\n' +
+           tables.map_table(val_rows, bits))
+  print(table)
+  os.makedirs(_OUT.value, exist_ok=True)
+  with open(os.path.join(_OUT.value, 'wikipedia.md'), 'w') as f:
+    f.write(table + '\n')
+  report.write_json(os.path.join(_OUT.value, 'wikipedia.json'),
+                    {'path': path, 'bits': bits, 'query_set': query_set,
+                     'runs': runs, 'random_map': random_map,
+                     'ridge_baseline': baseline, 'table': table,
+                     'relevance': 'same class',
+                     'metric': 'mAP@all, ties in database order'})
+
+
+if __name__ == '__main__':
+  app.run(main)
