@@ -89,6 +89,9 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
   def read_meta(self, step: int) -> dict[str, Any]:
     """The JSON metadata of checkpoint `step`; a clear error if there is none."""
     try:

@@ -13,7 +13,8 @@ RESUMABLE_CHANGES = (
     'train.checkpoint_every_passes', 'train.checkpoint_every_seconds',
     'train.max_checkpoints', 'train.progress',
     'train.batches_per_call', 'train.data_placement', 'train.max_device_bytes',
-    'train.stream_workers', 'mesh', 'eval', 'ssah.num_epochs',
+    'train.stream_workers', 'train.tensorboard', 'mesh', 'eval',
+    'ssah.num_epochs',
     # DSMHN's rate does not depend on num_epochs; DCMH's decays over it.
     'dsmhn.num_epochs',
 )
@@ -62,6 +63,9 @@ def add_run_defaults(config: ml_collections.ConfigDict, *,
   config.train.data_placement = 'auto'
   config.train.max_device_bytes = 4 << 30
   config.train.stream_workers = 0  # grain worker processes (0: threads).
+  # Also write metrics.jsonl's losses, learning rates and periodic mAP as
+  # TensorBoard event files in <workdir>/tensorboard (tensorboardX).
+  config.train.tensorboard = False
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 256

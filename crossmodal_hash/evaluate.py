@@ -178,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       num_threads=args.num_threads)
   sets = {}
   single_file = os.path.isfile(args.codes)
+  examples_from = None  # The first set with both cross-modal directions.
   for path in find_code_files(args.codes):
     try:
       loaded = load_code_set(path)
@@ -194,6 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = suite.evaluate_set(codes, query_labels, db_labels,
                                 options=options, directions=args.directions)
     sets[set_name(path, args.codes, result['bits'])] = dict(result, file=path)
+    if not examples_from and all(f'{m}_{s}' in codes for m in ('image', 'text')
+                                 for s in ('query', 'db')):
+      examples_from = (codes, query_labels, db_labels)
   if not sets:
     print(f'No code file found under {args.codes!r}.', file=sys.stderr)
     return 1
@@ -204,6 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                            {'codes': os.path.abspath(args.codes),
                             'created': time.strftime('%Y-%m-%dT%H:%M:%S')})
   paths = suite.write_outputs(results, out_dir, plots=not args.no_plots)
+  if examples_from and not args.no_plots:
+    # Only codes and labels here: items are shown by position and labels.
+    from crossmodal_hash.evaluation import examples  # pylint: disable=g-import-not-at-top
+    paths.append(os.path.join(out_dir, 'examples.png'))
+    examples.plot_examples(paths[-1], *examples_from)
   print(results['table'])
   print('\nwrote ' + ', '.join(paths))
   return 0

@@ -327,7 +327,8 @@ class MetricsWriter:
   """
 
   def __init__(self, path: str | os.PathLike[str], *,
-               enabled: bool | None = None, resume_pass: int | None = None):
+               enabled: bool | None = None, resume_pass: int | None = None,
+               tensorboard_dir: str | os.PathLike[str] | None = None):
     """Opens `path` for appending (creating its directory).
 
     Args:
@@ -335,10 +336,14 @@ class MetricsWriter:
       enabled: write records; None means only on process 0.
       resume_pass: drop existing records whose 'pass' is >= this (records
         without 'pass' stay); None keeps every record.
+      tensorboard_dir: also write every numeric entry of each record as a
+        TensorBoard scalar at the record's 'step' (`tensorboard_scalars`)
+        into event files there, through tensorboardX.
     """
     self.path = os.fspath(path)
     self._enabled = _is_main_process() if enabled is None else enabled
     self._file = None
+    self._tensorboard = None
     if self._enabled:
       directory = os.path.dirname(self.path)
       if directory:
@@ -346,6 +351,10 @@ class MetricsWriter:
       if resume_pass is not None and os.path.exists(self.path):
         _cut_records(self.path, resume_pass)
       self._file = open(self.path, 'a', encoding='utf-8')
+      if tensorboard_dir:
+        import tensorboardX  # pylint: disable=g-import-not-at-top
+        self._tensorboard = tensorboardX.SummaryWriter(
+            os.fspath(tensorboard_dir))
 
   def __enter__(self) -> 'MetricsWriter':
     return self
@@ -366,12 +375,44 @@ class MetricsWriter:
     line = json.dumps(to_jsonable(dict(record)), ensure_ascii=False)
     self._file.write(line + '\n')
     self._file.flush()
+    if self._tensorboard is not None and 'step' in record:
+      for tag, value in tensorboard_scalars(record).items():
+        self._tensorboard.add_scalar(tag, value, int(record['step']))
+      self._tensorboard.flush()
 
   def close(self) -> None:
     """Closes the file; later writes raise (on process 0)."""
     if self._file is not None:
       self._file.close()
       self._file = None
+    if self._tensorboard is not None:
+      self._tensorboard.close()
+      self._tensorboard = None
+
+
+# Record entries that index the record rather than measure something.
+_NOT_SCALARS = ('step', 'pass', 'epoch', 'network', 'eval_map')
+
+
+def tensorboard_scalars(record: Mapping[str, Any]) -> dict[str, float]:
+  """{tag: value} of a metrics record's numeric entries.
+
+  A pass record's entries are tagged '<network>/<name>' (e.g. 'img/loss',
+  'img/learning_rate'); entries already holding a '/' ('map/i2t' of the
+  periodic evaluation) keep their name; a list entry gets '/<i>' per element
+  (a learning rate per network of a joint update).
+  """
+  network = record.get('network')
+  out = {}
+  for key, value in to_jsonable(dict(record)).items():
+    if key in _NOT_SCALARS:
+      continue
+    tag = key if ('/' in key or not network) else f'{network}/{key}'
+    values = value if isinstance(value, list) else [value]
+    for i, v in enumerate(values):
+      if isinstance(v, (int, float)) and not isinstance(v, bool):
+        out[f'{tag}/{i}' if isinstance(value, list) else tag] = float(v)
+  return out
 
 
 def _cut_records(path: str, resume_pass: int) -> None:

@@ -137,7 +137,7 @@ def test_outputs_of_a_run_and_the_evaluate_command_on_them(straight_run,
   assert codes['text_db'].shape == (600 - 96, 16)
   assert set(np.unique(codes['image_db'])) <= {-1, 1}
   for png in ('pr_curves.png', 'precision_at_n.png', 'map.png',
-              'training_curves.png'):
+              'training_curves.png', 'examples.png'):
     with open(workdir / 'eval' / png, 'rb') as f:
       assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   records = _records(workdir)

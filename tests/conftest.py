@@ -43,3 +43,19 @@ def _tiny_config():
     return ssah_synthetic.get_config(','.join((TINY_OVERRIDES,) + extra))
 
   return make
+
+
+@pytest.fixture(scope='session', name='trained_run')
+def _trained_run(tmp_path_factory):
+  """The workdir of one tiny SSAH synthetic run (one epoch), shared by the
+  tests of the user path (encode, search, serve)."""
+  import ssah_synthetic  # pylint: disable=g-import-not-at-top
+  from crossmodal_hash import data  # pylint: disable=g-import-not-at-top,unused-import
+  from crossmodal_hash.trainers import alternating  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp('trained_run'))
+  config = ssah_synthetic.get_config(','.join((
+      TINY_OVERRIDES, 'ssah.num_epochs=1', 'train.checkpoint_every_passes=2',
+      'eval.random_baseline=false', 'eval.every_passes=5',
+      'train.tensorboard=true')))
+  alternating.train_and_evaluate(config, workdir)
+  return workdir

@@ -5,6 +5,7 @@ loop over items in float64; the tie-aware ones take the expectation over tie
 orders item by item with exact fractions and the hypergeometric law, which is
 a different route from the engine's closed forms.
 """
+import decimal
 from fractions import Fraction
 import itertools
 import math
@@ -427,13 +428,20 @@ def test_policies_agree_without_ties_and_bound_each_other(seed, n):
   for j in range(n):
     db[j, :dist[j]] *= -1
   dl = (rng.random((n, 2)) < 0.5).astype(np.uint8)
+  dl[0] = 1  # At least one relevant item among the first k + 1.
   ql = np.ones((1, 2), dtype=np.uint8)
-  both = ranking.hamming_query_metrics(query, db, ql, dl,
-                                       ranking.EvalOptions(
-                                           top_k=(), precision_at=(),
-                                           ndcg_k=(), radius_curve=False))
-  if n <= k + 1:  # no ties at all
-    assert both.ap['index'][0] == pytest.approx(both.ap['tie_aware'][0])
+  options = ranking.EvalOptions(top_k=(), precision_at=(), ndcg_k=(1, 4, 9),
+                                radius_curve=False)
+  both = ranking.hamming_query_metrics(query, db, ql, dl, options)
+  # The first k + 1 items sit at distances 0..k: no ties at all, so the
+  # expectation over tie orders is the index order.
+  distinct = ranking.hamming_query_metrics(query, db[:k + 1], ql, dl[:k + 1],
+                                           options)
+  assert distinct.num_relevant[0] > 0
+  assert distinct.ap['index'][0] == pytest.approx(
+      distinct.ap['tie_aware'][0], rel=1e-12)
+  np.testing.assert_allclose(distinct.ndcg_at_k['index'],
+                             distinct.ndcg_at_k['tie_aware'], rtol=1e-12)
   # Relevant-first and relevant-last orders within ties bound the expectation.
   rel = dl.any(axis=1)
   index = ranking.hamming_query_metrics(query, db, ql, dl, _AP_ONLY['index'])
@@ -471,3 +479,64 @@ def test_tie_aware_ap_is_the_mean_over_all_tie_orders():
     rel = ((ql[i] != 0) & (dl != 0)).any(axis=1)
     assert index.ap['index'][i] == pytest.approx(_index_ap(dist, rel),
                                                  rel=1e-12)
+
+
+def _decimal_ndcg(distances, shared, cutoffs):
+  """Index-order and tie-aware NDCG@K with exact 2^s - 1 gains (Decimal).
+
+  Decimal's exponent range holds 2^1386, so this reference never overflows;
+  it shares nothing with the engine's scaled float64 gains.
+  """
+  decimal.getcontext().prec = 60
+  gain = lambda s: decimal.Decimal(2)**int(s) - 1
+  discount = lambda r: decimal.Decimal(1) / decimal.Decimal(math.log2(r + 1))
+  dcg = lambda gains, k: sum((g * discount(r) for r, g in
+                              enumerate(gains[:k], 1)), decimal.Decimal(0))
+  order = _ranked_values(distances)
+  ideal = sorted((gain(s) for s in shared), reverse=True)
+  groups = {}
+  for j, v in enumerate(distances):
+    groups.setdefault(v, []).append(j)
+  index, tie = [], []
+  for k in cutoffs:
+    best = dcg(ideal, k)
+    index.append(float(dcg([gain(shared[j]) for j in order], k) / best))
+    expected, before = decimal.Decimal(0), 0
+    for v in sorted(groups):
+      items = groups[v]
+      mean_gain = sum(gain(shared[j]) for j in items) / len(items)
+      expected += mean_gain * sum(
+          (discount(q) for q in range(before + 1,
+                                      min(before + len(items), k) + 1)),
+          decimal.Decimal(0))
+      before += len(items)
+    tie.append(float(expected / best))
+  return index, tie
+
+
+@pytest.mark.parametrize('db_block', [65536, 17])
+def test_ndcg_with_tag_sized_label_vectors(db_block):
+  """1,386 labels (MIRFLICKR's tag vocabulary): 2^s - 1 overflows float64
+  from s = 1024 on; NDCG must stay exact, not 0 or NaN."""
+  rng = np.random.default_rng(3)
+  num_labels, n = 1386, 50
+  qc, dc = _codes(rng, 3, 12), _codes(rng, n, 12)
+  # Query 0 and 1: dense labels, items share ~1,100 (some over 1,024); query
+  # 2: sparse labels, items share a handful.
+  ql = np.stack([rng.random(num_labels) < 0.95, rng.random(num_labels) < 0.9,
+                 rng.random(num_labels) < 0.01]).astype(np.uint8)
+  dl = (rng.random((n, num_labels)) < rng.uniform(0.3, 0.95, (n, 1))
+       ).astype(np.uint8)
+  shared = ql.astype(np.int64) @ dl.T.astype(np.int64)
+  assert shared[:2].max() >= 1024 and shared[2].max() < 60
+  cutoffs = (1, 5, 20, 50)
+  qm = ranking.hamming_query_metrics(
+      qc, dc, ql, dl, ranking.EvalOptions(top_k=(), precision_at=(),
+                                          ndcg_k=cutoffs, radius_curve=False,
+                                          db_block=db_block))
+  for i in range(3):
+    distances = [int(np.sum(qc[i] != dc[j])) for j in range(n)]
+    index, tie = _decimal_ndcg(distances, shared[i], cutoffs)
+    np.testing.assert_allclose(qm.ndcg_at_k['index'][i], index, rtol=1e-9)
+    np.testing.assert_allclose(qm.ndcg_at_k['tie_aware'][i], tie, rtol=1e-9)
+    assert np.all(qm.ndcg_at_k['index'][i] > 0)

@@ -213,3 +213,63 @@ def test_log_records_clear_the_bar_line_first():
   bar.close()
   assert not any(isinstance(f, logging_utils._ClearBarFilter)  # pylint: disable=protected-access
                  for f in handler.filters)
+
+
+def _read_scalars(directory):
+  """{tag: [(step, value)]} of every TensorBoard event file under directory.
+
+  Parses the TFRecord framing (length, CRC, Event proto, CRC) with
+  tensorboardX's Event message, independently of its writer.
+  """
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  out = {}
+  for name in sorted(os.listdir(directory)):
+    data = open(os.path.join(directory, name), 'rb').read()
+    pos = 0
+    while pos < len(data):
+      (length,) = np.frombuffer(data[pos:pos + 8], '<u8')
+      event = event_pb2.Event.FromString(
+          data[pos + 12:pos + 12 + int(length)])
+      pos += 12 + int(length) + 4
+      for value in event.summary.value:
+        out.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return out
+
+
+def test_tensorboard_scalars_of_records():
+  assert logging_utils.tensorboard_scalars(
+      {'pass': 3, 'epoch': 0, 'network': 'img', 'step': 40, 'loss': 1.5,
+       'learning_rate': [0.1, 0.2], 'seconds': 2, 'flag': True}) == {
+           'img/loss': 1.5, 'img/learning_rate/0': 0.1,
+           'img/learning_rate/1': 0.2, 'img/seconds': 2.0}
+  assert logging_utils.tensorboard_scalars(
+      {'pass': 4, 'step': 50, 'eval_map': {'i2t': 0.5},
+       'map/i2t': 0.5}) == {'map/i2t': 0.5}
+
+
+def test_metrics_writer_mirrors_scalars_to_tensorboard(tmp_path):
+  with logging_utils.MetricsWriter(tmp_path / 'metrics.jsonl', enabled=True,
+                                   tensorboard_dir=tmp_path / 'tb') as writer:
+    writer.write({'step': 10, 'network': 'txt', 'loss': 2.0,
+                  'learning_rate': 0.01})
+    writer.write({'step': 20, 'network': 'txt', 'loss': 1.0,
+                  'learning_rate': 0.005})
+  scalars = _read_scalars(tmp_path / 'tb')
+  assert scalars['txt/loss'] == [(10, 2.0), (20, 1.0)]
+  assert scalars['txt/learning_rate'] == [(10, pytest.approx(0.01)),
+                                          (20, pytest.approx(0.005))]
+  assert len(logging_utils.read_metrics(tmp_path / 'metrics.jsonl')) == 2
+
+
+def test_training_writes_tensorboard_events(trained_run):
+  """config.train.tensorboard: losses, rates and periodic mAP per step."""
+  scalars = _read_scalars(os.path.join(trained_run, 'tensorboard'))
+  records = logging_utils.read_metrics(os.path.join(trained_run,
+                                                    'metrics.jsonl'))
+  for network in ('lab', 'dis', 'img', 'txt'):
+    steps = [(r['step'], pytest.approx(r['loss'], rel=1e-6))
+             for r in records if r.get('network') == network]
+    assert scalars[f'{network}/loss'] == steps
+    assert f'{network}/learning_rate' in scalars
+  assert [s for s, _ in scalars['map/i2t']] == [
+      r['step'] for r in records if 'map/i2t' in r]

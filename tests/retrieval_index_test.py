@@ -85,7 +85,8 @@ def test_save_load_round_trip(saved):
     np.testing.assert_array_equal(a, b)
   header = path.read_bytes()[:index_lib.HEADER_SIZE]
   assert header[:8] == b'CMHAMIDX'
-  assert struct.unpack_from('<IIIIQ', header, 8) == (1, 64, 2, 0, 1100)
+  assert struct.unpack_from('<IIIIQ', header, 8) == (2, 64, 2, 0, 1100)
+  assert loaded.ids == index.ids == [str(i) for i in range(1100)]
 
 
 def _rewrite(path, data):
@@ -132,11 +133,11 @@ def test_load_refuses_trailing_bytes_wrong_magic_and_version(saved, tmp_path):
     HammingIndex.load(_rewrite(tmp_path / 'a', data + b'\0'))
   with pytest.raises(index_lib.IndexFileError, match='not a crossmodal_hash'):
     HammingIndex.load(_rewrite(tmp_path / 'b', b'IBxF' + data[4:]))
-  header = bytearray(data[:64])
-  header[8:12] = struct.pack('<I', 2)
+  header = bytearray(data[:80])
+  header[8:12] = struct.pack('<I', 3)
   import zlib  # pylint: disable=g-import-not-at-top
-  newer = bytes(header) + struct.pack('<I', zlib.crc32(header)) + data[68:]
-  with pytest.raises(index_lib.IndexFileError, match='format version 2'):
+  newer = bytes(header) + struct.pack('<I', zlib.crc32(header)) + data[84:]
+  with pytest.raises(index_lib.IndexFileError, match='format version 3'):
     HammingIndex.load(_rewrite(tmp_path / 'c', newer))
 
 
@@ -194,3 +195,36 @@ def test_distances_equal_faiss(tmp_path, bits):
   assert back_bits == bits
   np.testing.assert_array_equal(packed, index.packed)
   assert our_index.shape == (6, 50)
+
+
+def test_ids_and_metadata_round_trip_and_version_1_still_loads(tmp_path):
+  rng = np.random.default_rng(5)
+  codes = _codes(rng, 30, 40)
+  index = HammingIndex(40, metadata={'modality': 'image', 'step': 7})
+  index.add(codes[:20], ids=[f'img/{i}.jpg' for i in range(20)])
+  index.add(codes[20:], ids=[f'ünï{i}' for i in range(10)])
+  path = tmp_path / 'ids.cmhidx'
+  index.save(path)
+  loaded = HammingIndex.load(path, bits=40)
+  assert loaded.metadata == {'modality': 'image', 'step': 7}
+  assert loaded.ids == index.ids and loaded.ids[25] == 'ünï5'
+  np.testing.assert_array_equal(loaded.packed, index.packed)
+  with pytest.raises(ValueError, match='2 codes but 1 ids'):
+    index.add(codes[:2], ids=['x'])
+  with pytest.raises(ValueError, match='newline'):
+    index.add(codes[:1], ids=['a\nb'])
+  # A version 1 file: the 68-byte header, the codes alone.
+  import hashlib, zlib  # pylint: disable=g-import-not-at-top,multiple-imports
+  payload = index.packed.astype('<u4').tobytes()
+  header = struct.pack('<8sIIIIQ32s', b'CMHAMIDX', 1, 40, 2, 0, 30,
+                       hashlib.sha256(payload).digest())
+  old = tmp_path / 'v1.cmhidx'
+  old.write_bytes(header + struct.pack('<I', zlib.crc32(header)) + payload)
+  v1 = HammingIndex.load(old, bits=40)
+  assert v1.ids == [str(i) for i in range(30)] and v1.metadata == {}
+  np.testing.assert_array_equal(v1.packed, index.packed)
+  # Ids are covered by the checksum.
+  data = bytearray(path.read_bytes())
+  data[-1] ^= 0x01
+  with pytest.raises(index_lib.IndexFileError, match='SHA-256'):
+    HammingIndex.load(_rewrite(path, bytes(data)))

@@ -44,6 +44,17 @@ def _synthetic_config(c: ml_collections.ConfigDict,
                                    feature_dim=feature_dim)
 
 
+def names(c: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
+  """(vocabulary [V], label names [L]) of a synthetic dataset config.
+
+  The same for 'synthetic', 'synthetic_features' and 'synthetic_video' with
+  the same options and seed: word w names column w of the texts.
+  """
+  config = _synthetic_config(c, None)
+  return (synthetic.vocabulary(config, c.seed),
+          synthetic.label_names(config, c.seed))
+
+
 @registry.DATASETS.register('synthetic')
 def load_synthetic(c: ml_collections.ConfigDict) -> types.MultiModalData:
   """Synthetic images [N, S, S, 3] uint8, texts [N, V], labels [N, L]."""

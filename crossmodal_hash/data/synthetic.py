@@ -778,3 +778,44 @@ def generate(num_items: int, config: SyntheticConfig,
   world = _build_world(config, int(seed))
   return _generate_items(config, world, int(seed),
                          np.arange(int(num_items), dtype=np.int64))
+
+
+_SHAPE_NAMES = ('disc', 'square', 'triangle', 'ring', 'cross', 'bar')
+_COLOUR_NAMES = ('red', 'green', 'blue', 'yellow', 'magenta', 'cyan',
+                 'orange', 'black')
+_TEXTURE_NAMES = ('solid', 'striped', 'checked', 'ringed')
+
+
+def label_names(config: SyntheticConfig, seed: int) -> list[str]:
+  """[L] readable label names from each label's appearance, e.g. 'red_disc'.
+
+  A label is named by its colour and shape, with its texture added where two
+  labels share both (every label's combination of all three is distinct).
+  """
+  world = _build_world(config, int(seed))
+  colour = [_COLOUR_NAMES[int(np.argmin(np.abs(_PALETTE - c).sum(axis=1)))]
+            for c in world.label_colour]
+  short = [f'{c}_{_SHAPE_NAMES[s]}' for c, s in zip(colour, world.label_shape)]
+  return [name if short.count(name) == 1 else
+          f'{name}_{_TEXTURE_NAMES[t]}'
+          for name, t in zip(short, world.label_texture)]
+
+
+def vocabulary(config: SyntheticConfig, seed: int) -> list[str]:
+  """[V] words, column w of the bag-of-words texts is word w.
+
+  Each label's most probable owned word is its name (`label_names`), its
+  other owned words are the name with a number ('red_disc2', ...), by
+  decreasing probability; words owned by no label are 'word<w>'. So the text
+  query 'red_disc blue_ring' asks for red discs and blue rings.
+  """
+  world = _build_world(config, int(seed))
+  names = label_names(config, seed)
+  words = [f'word{w}' for w in range(config.vocab_size)]
+  wpl = config.words_per_label
+  for l, name in enumerate(names):
+    owned = world.label_words[l, :wpl]
+    by_prob = owned[np.argsort(-world.label_word_prob[l, :wpl], kind='stable')]
+    for rank, w in enumerate(by_prob):
+      words[int(w)] = name if rank == 0 else f'{name}{rank + 1}'
+  return words

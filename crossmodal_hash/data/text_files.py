@@ -83,13 +83,24 @@ def tags_to_bag_of_words(tags_path: str, vocab_path: str) -> np.ndarray:
     [N, V] uint8 in {0, 1}.
   """
   vocab = read_vocabulary(vocab_path)
-  column = {word: j for j, word in enumerate(vocab)}
   if not os.path.isfile(tags_path):
     raise FileNotFoundError(f'{tags_path}: no such tag file.')
   with open(tags_path, encoding='utf-8') as f:
     lines = f.read().splitlines()
   if not lines:
     raise DataFormatError(f'{tags_path}: the tag file is empty.')
+  return bag_of_words(lines, vocab)
+
+
+def bag_of_words(lines: list[str], vocab: list[str]) -> np.ndarray:
+  """Tag lines ([N] strings, tags separated by whitespace) on `vocab`.
+
+  Case-insensitive; unknown tags are ignored.
+
+  Returns:
+    [N, V] uint8 in {0, 1}.
+  """
+  column = {word: j for j, word in enumerate(vocab)}
   bow = np.zeros((len(lines), len(vocab)), np.uint8)
   for i, line in enumerate(lines):
     cols = [column[t] for t in line.lower().split() if t in column]

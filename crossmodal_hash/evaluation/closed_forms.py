@@ -64,9 +64,33 @@ def discount_cumsum(n: int) -> np.ndarray:
   return table
 
 
-def exponential_gain(shared: np.ndarray) -> np.ndarray:
-  """NDCG gain 2^s - 1 of an item sharing s labels with the query (float64)."""
-  return np.exp2(np.asarray(shared, dtype=np.float64)) - 1.0
+def scaled_gain_table(shared_histogram: np.ndarray) -> np.ndarray:
+  """Per-query NDCG gains 2^s - 1, scaled by 2^-m so that none overflows.
+
+  NDCG is DCG / ideal DCG, so any per-query factor cancels. 2^s - 1 itself
+  is inf from s = 1024 (tag-sized label vectors), and inf / inf is NaN; the
+  table divides each query's gains by 2^m, with m the largest number of
+  labels that query shares with any database item, so its best gain is
+  about 1. Gains 2^-1074 times smaller than the best underflow to 0, below
+  float64's resolution of the sum anyway.
+
+  Args:
+    shared_histogram: [B, S] int, entry s = number of database items sharing
+      s labels with query b.
+
+  Returns:
+    [B, S] float64: (2^s - 1) / 2^m_b for s <= m_b (0 past it), where
+    m_b = max{s: histogram[b, s] > 0}.
+  """
+  histogram = np.asarray(shared_histogram)
+  s = np.arange(histogram.shape[1], dtype=np.float64)[None, :]
+  present = histogram > 0
+  top = np.where(present.any(axis=1),
+                 histogram.shape[1] - 1 - np.argmax(present[:, ::-1], axis=1),
+                 0).astype(np.float64)[:, None]
+  # Entries past m hold no item; 0 there keeps them finite.
+  return np.where(s <= top, np.exp2(np.minimum(s - top, 0.0)) - np.exp2(-top),
+                  0.0)
 
 
 def exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
@@ -167,12 +191,13 @@ def ideal_dcg_at(gain_histogram: np.ndarray, gain_values: np.ndarray,
   Args:
     gain_histogram: [B, S] int, entry s = number of database items whose gain
       is gain_values[s].
-    gain_values: [S] float, non-decreasing in s (e.g. 2^s - 1).
+    gain_values: [S] or [B, S] float (one row per query), non-decreasing in
+      s (e.g. 2^s - 1).
     cutoffs: [P] int, the K values.
 
   Returns:
     [B, P] float64.
   """
   counts = np.asarray(gain_histogram, dtype=np.int64)[:, ::-1]  # best first
-  values = np.asarray(gain_values, dtype=np.float64)[::-1]
-  return expected_dcg_at(counts, counts * values[None, :], cutoffs)
+  values = np.asarray(gain_values, dtype=np.float64)[..., ::-1]
+  return expected_dcg_at(counts, counts * np.atleast_2d(values), cutoffs)

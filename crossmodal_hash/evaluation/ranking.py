@@ -514,7 +514,6 @@ class _Plan:
   need_counts: bool
   rank: np.ndarray  # [T] float64 1..T
   inverse_rank: np.ndarray  # [T] float64 1 / (1..T)
-  gain_values: np.ndarray  # [S] 2^s - 1 for s = 0..S-1
 
 
 def _take_rows(values: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -559,7 +558,8 @@ def _add_precision_sums(hits: np.ndarray, ranked_dist: np.ndarray, offsets,
 
 def _index_rows(dist: np.ndarray, key: np.ndarray, offsets, plan: _Plan,
                 shift: int, total_rel: np.ndarray | None,
-                sums: dict[str, np.ndarray]) -> None:
+                sums: dict[str, np.ndarray],
+                gain_table: np.ndarray | None) -> None:
   """Adds one block's index-order sums of a few queries into `sums`.
 
   Args:
@@ -574,6 +574,8 @@ def _index_rows(dist: np.ndarray, key: np.ndarray, offsets, plan: _Plan,
     total_rel: [B] relevant items in the database, or None if the block is
       the whole database.
     sums: [B, ...] accumulators (see `_index_pass`), updated in place.
+    gain_table: [B, 1 << shift] NDCG gain of s shared labels per query
+      (`closed_forms.scaled_gain_table`); None without NDCG.
   """
   b, t = dist.shape
   mask = (1 << shift) - 1
@@ -623,7 +625,8 @@ def _index_rows(dist: np.ndarray, key: np.ndarray, offsets, plan: _Plan,
     cut = _cuts(rank, plan.ndcg_k, b, t, offsets is None)
     width = int(cut.max())
     if width:
-      gains = plan.gain_values[ranked_key[:, :width] & mask]
+      gains = np.take_along_axis(gain_table, ranked_key[:, :width] & mask,
+                                 axis=1)
       rank_top = np.broadcast_to(rank[:, :width], (b, width))
       dcg_cum = np.cumsum(gains / np.log2(rank_top + 1.0), axis=1)
       sums['dcg'] += _prefix(dcg_cum, cut)
@@ -633,7 +636,8 @@ def _index_rows(dist: np.ndarray, key: np.ndarray, offsets, plan: _Plan,
 
 def _index_pass(problem: _Problem, plan: _Plan, qs: slice,
                 block_counts: list[np.ndarray] | None,
-                totals: np.ndarray | None, cache) -> dict[str, np.ndarray]:
+                totals: np.ndarray | None, cache,
+                gain_table: np.ndarray | None) -> dict[str, np.ndarray]:
   """Index-order sums over the database blocks for the queries `qs`.
 
   Ranks come from a stable (radix) argsort of each block's distances, done
@@ -697,7 +701,8 @@ def _index_pass(problem: _Problem, plan: _Plan, qs: slice,
       _index_rows(dist[rows], key[rows],
                   None if single else tuple(o[rows] for o in offsets), plan,
                   problem.shift,
-                  None if single else sums['num_relevant'][rows], row_sums)
+                  None if single else sums['num_relevant'][rows], row_sums,
+                  None if gain_table is None else gain_table[rows])
   return sums
 
 
@@ -724,8 +729,13 @@ def _query_block(problem: _Problem, plan: _Plan, qs: slice,
     totals = sum(block_counts).reshape(qs.stop - qs.start, problem.num_values,
                                        -1)
   num_relevant = None
+  gain_table = None
+  if plan.ndcg_k:
+    # Per-query gains scaled so that 2^s - 1 never overflows (s >= 1024).
+    gain_table = closed_forms.scaled_gain_table(totals.sum(axis=1))
   if plan.index:
-    sums = _index_pass(problem, plan, qs, block_counts, totals, cache)
+    sums = _index_pass(problem, plan, qs, block_counts, totals, cache,
+                       gain_table)
     num_relevant = sums['num_relevant']
   if totals is not None:
     n = totals.sum(axis=2)
@@ -735,7 +745,7 @@ def _query_block(problem: _Problem, plan: _Plan, qs: slice,
   k_arr = np.asarray(plan.top_k, dtype=np.float64)
   n_arr = np.asarray(plan.precision_at, dtype=np.float64)
   if plan.ndcg_k:
-    ideal = closed_forms.ideal_dcg_at(totals.sum(axis=1), plan.gain_values,
+    ideal = closed_forms.ideal_dcg_at(totals.sum(axis=1), gain_table,
                                       np.asarray(plan.ndcg_k))
   if plan.index:
     out.ap['index'][qs] = _safe_divide(sums['ap'], num_relevant)
@@ -753,7 +763,7 @@ def _query_block(problem: _Problem, plan: _Plan, qs: slice,
       out.precision_at_n['tie_aware'][qs] = closed_forms.expected_hits_at(
           n, rel, np.asarray(plan.precision_at)) / n_arr[None, :]
     if plan.ndcg_k:
-      gains = np.einsum('bvs,s->bv', totals, plan.gain_values)
+      gains = np.einsum('bvs,bs->bv', totals, gain_table)
       out.ndcg_at_k['tie_aware'][qs] = _safe_divide(
           closed_forms.expected_dcg_at(n, gains, np.asarray(plan.ndcg_k)),
           ideal)
@@ -784,8 +794,7 @@ def evaluate_problem(problem: _Problem, options: EvalOptions, *,
       precision_at=precision_at, ndcg_k=ndcg_k, radius=radius_curve,
       need_counts=need_counts,
       rank=np.arange(1, longest + 1, dtype=np.float64),
-      inverse_rank=1.0 / np.arange(1, longest + 1, dtype=np.float64),
-      gain_values=closed_forms.exponential_gain(np.arange(num_shared)))
+      inverse_rank=1.0 / np.arange(1, longest + 1, dtype=np.float64))
   policies = [p for p in TIE_POLICIES if p in options.ties]
   out = QueryMetrics(
       num_database=num_db,

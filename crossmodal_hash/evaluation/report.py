@@ -213,6 +213,11 @@ def save_codes(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
   _atomic_write(path, lambda f: np.savez_compressed(f, **converted))
 
 
+def save_arrays(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
+  """Saves arrays as they are with `np.savez`, atomically."""
+  _atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
 def load_codes(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
   """Reads a file written by `save_codes` into {name: array}."""
   with np.load(path, allow_pickle=False) as data:

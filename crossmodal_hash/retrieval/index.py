@@ -14,29 +14,43 @@ device searches it (`search.py`). Either way the result is exact: indices
 [Q, k] and distances [Q, k] int32 NumPy arrays ordered by (distance, index),
 with index -1 and distance bits + 1 in the slots past the index size.
 
-File format (version 1), little-endian:
+Each item has an id (a string: a dataset row, a file name), and the index
+carries a JSON metadata object (e.g. the modality and the run that encoded it,
+see `encode.py`).
+
+File format (version 2), little-endian:
 
     offset  size  field
     0       8     magic b'CMHAMIDX'
-    8       4     format version (uint32) = 1
+    8       4     format version (uint32) = 2
     12      4     bits K (uint32)
     16      4     words per code W = ceil(K / 32) (uint32)
     20      4     flags (uint32) = 0
     24      8     number of codes N (uint64)
-    32      32    SHA-256 of the payload
-    64      4     CRC-32 of bytes 0..63 (uint32)
-    68      4*N*W payload: the packed codes, row-major uint32
+    32      32    SHA-256 of everything after the header
+    64      8     metadata size M (uint64)
+    72      8     ids size I (uint64)
+    80      4     CRC-32 of bytes 0..79 (uint32)
+    84      M     metadata: a UTF-8 JSON object
+    84+M    4*N*W the packed codes, row-major uint32
+    ...     I     the N ids, UTF-8, joined by '\n'
+
+Version 1 files (no metadata and ids; a 68-byte header whose bytes 64..67
+are the CRC-32 of bytes 0..63, and the SHA-256 of the codes alone) still load,
+with ids '0'..'N-1'.
 
 Loading refuses, with an `IndexFileError` naming the file: another magic,
 another version, a header whose CRC fails, a bit length other than the one
-asked for, a payload shorter or longer than the header says, a payload whose
-SHA-256 differs, and codes with bits set past K.
+asked for, sections shorter or longer than the header says, contents whose
+SHA-256 differs, codes with bits set past K, and unreadable metadata or ids.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import struct
+from typing import Any
 import zlib
 
 import jax
@@ -49,10 +63,12 @@ from crossmodal_hash.retrieval import search as search_lib
 from crossmodal_hash.retrieval import sharded
 
 MAGIC = b'CMHAMIDX'
-FORMAT_VERSION = 1
-_HEADER = struct.Struct('<8sIIIIQ32s')
+FORMAT_VERSION = 2
+_HEADER_V1 = struct.Struct('<8sIIIIQ32s')
+_HEADER = struct.Struct('<8sIIIIQ32sQQ')
 _CRC = struct.Struct('<I')
-HEADER_SIZE = _HEADER.size + _CRC.size  # 68
+HEADER_SIZE_V1 = _HEADER_V1.size + _CRC.size  # 68
+HEADER_SIZE = _HEADER.size + _CRC.size  # 84
 
 
 class IndexFileError(ValueError):
@@ -94,7 +110,8 @@ class HammingIndex:
 
   def __init__(self, bits: int, *, mesh: jax.sharding.Mesh | None = None,
                axis: str = sharding.DATA_AXIS, chunk_size: int | None = None,
-               query_batch: int | None = None):
+               query_batch: int | None = None,
+               metadata: dict[str, Any] | None = None):
     """An empty index.
 
     Args:
@@ -103,9 +120,12 @@ class HammingIndex:
       axis: the mesh axis for the database.
       chunk_size: database items per search step (multiple of 32).
       query_batch: queries per search step.
+      metadata: a JSON-able dict saved with the index (`self.metadata`).
     """
     packing.num_words(bits)  # validates bits
     self.bits = int(bits)
+    self.metadata = dict(metadata or {})
+    self._ids: list[str] = []
     self._mesh, self._axis = mesh, axis
     self._chunk_size, self._query_batch = chunk_size, query_batch
     self._parts: list[np.ndarray] = []
@@ -129,16 +149,19 @@ class HammingIndex:
     index.add_packed(packed)
     return index
 
-  def add(self, codes) -> None:
-    """Appends [M, K] ±1 or {0, 1} codes; they get indices N..N+M-1."""
+  def add(self, codes, ids=None) -> None:
+    """Appends [M, K] ±1 or {0, 1} codes; they get indices N..N+M-1.
+
+    `ids`: [M] strings (no newline); default: the indices as strings.
+    """
     codes = _check_codes(codes, 'codes')
     if codes.shape[1] != self.bits:
       raise ValueError(f'The index holds {self.bits}-bit codes; got '
                        f'{codes.shape[1]}-bit codes.')
-    self.add_packed(np.asarray(packing.pack_codes(codes)))
+    self.add_packed(np.asarray(packing.pack_codes(codes)), ids)
 
-  def add_packed(self, packed) -> None:
-    """Appends [M, W] uint32 packed codes."""
+  def add_packed(self, packed, ids=None) -> None:
+    """Appends [M, W] uint32 packed codes (and their [M] ids, see `add`)."""
     packed = np.asarray(packed)
     words = packing.num_words(self.bits)
     if packed.dtype != np.uint32 or packed.ndim != 2 or packed.shape[1] != words:
@@ -146,6 +169,14 @@ class HammingIndex:
                        f'got {packed.dtype} {packed.shape}.')
     if not _check_padding(packed, self.bits):
       raise ValueError(f'Packed codes have bits set past bit {self.bits}.')
+    if ids is None:
+      ids = [str(i) for i in range(self._size, self._size + len(packed))]
+    ids = [str(i) for i in ids]
+    if len(ids) != len(packed):
+      raise ValueError(f'{len(packed)} codes but {len(ids)} ids.')
+    if any('\n' in i for i in ids):
+      raise ValueError('An id must not contain a newline.')
+    self._ids.extend(ids)
     if packed.shape[0]:
       self._parts.append(np.array(packed, np.uint32))
       self._size += packed.shape[0]
@@ -153,6 +184,11 @@ class HammingIndex:
 
   def __len__(self) -> int:
     return self._size
+
+  @property
+  def ids(self) -> list[str]:
+    """[N] item ids, in index order."""
+    return self._ids
 
   @property
   def packed(self) -> np.ndarray:
@@ -205,22 +241,27 @@ class HammingIndex:
   # Files.
 
   def save(self, path: str | os.PathLike) -> None:
-    """Writes the index (format version 1, see the module docstring)."""
+    """Writes the index (format version 2, see the module docstring)."""
+    metadata = json.dumps(self.metadata, sort_keys=True).encode('utf-8')
     payload = np.ascontiguousarray(self.packed.astype('<u4')).tobytes()
+    ids = '\n'.join(self._ids).encode('utf-8')
+    digest = hashlib.sha256()
+    for part in (metadata, payload, ids):
+      digest.update(part)
     header = _HEADER.pack(MAGIC, FORMAT_VERSION, self.bits,
                           packing.num_words(self.bits), 0, self._size,
-                          hashlib.sha256(payload).digest())
+                          digest.digest(), len(metadata), len(ids))
     header += _CRC.pack(zlib.crc32(header))
     tmp = f'{os.fspath(path)}.tmp'
     with open(tmp, 'wb') as f:
-      f.write(header)
-      f.write(payload)
+      for part in (header, metadata, payload, ids):
+        f.write(part)
     os.replace(tmp, path)
 
   @classmethod
   def load(cls, path: str | os.PathLike, *, bits: int | None = None,
            **kwargs) -> HammingIndex:
-    """Reads an index written by `save`.
+    """Reads an index written by `save` (format version 2, or 1).
 
     Args:
       path: the file.
@@ -234,45 +275,65 @@ class HammingIndex:
     path = os.fspath(path)
     with open(path, 'rb') as f:
       data = f.read()
-    if len(data) < HEADER_SIZE:
+    if len(data) < 12:
       if not MAGIC.startswith(data[:len(MAGIC)]):
         raise IndexFileError(f'{path}: not a crossmodal_hash Hamming index '
                              f'(no {MAGIC!r} magic).')
-      raise IndexFileError(f'{path}: truncated index file ({len(data)} bytes; '
-                           f'the header alone is {HEADER_SIZE}).')
-    magic, version, file_bits, words, _, count, digest = _HEADER.unpack_from(
-        data)
+      raise IndexFileError(f'{path}: truncated index file ({len(data)} bytes).')
+    magic, version = struct.unpack_from('<8sI', data)
     if magic != MAGIC:
       raise IndexFileError(f'{path}: not a crossmodal_hash Hamming index '
                            f'(magic {magic!r}, expected {MAGIC!r}).')
-    (crc,) = _CRC.unpack_from(data, _HEADER.size)
-    if crc != zlib.crc32(data[:_HEADER.size]):
-      raise IndexFileError(f'{path}: corrupt index header (CRC-32 mismatch).')
-    if version != FORMAT_VERSION:
+    if version not in (1, FORMAT_VERSION):
       raise IndexFileError(f'{path}: index format version {version}; this '
-                           f'version of crossmodal_hash reads version '
+                           f'version of crossmodal_hash reads versions 1 and '
                            f'{FORMAT_VERSION}.')
+    fmt = _HEADER if version == FORMAT_VERSION else _HEADER_V1
+    size = fmt.size + _CRC.size
+    if len(data) < size:
+      raise IndexFileError(f'{path}: truncated index file ({len(data)} bytes; '
+                           f'the header alone is {size}).')
+    fields = fmt.unpack_from(data)
+    _, _, file_bits, words, _, count, digest = fields[:7]
+    meta_size, ids_size = fields[7:] if version == FORMAT_VERSION else (0, 0)
+    (crc,) = _CRC.unpack_from(data, fmt.size)
+    if crc != zlib.crc32(data[:fmt.size]):
+      raise IndexFileError(f'{path}: corrupt index header (CRC-32 mismatch).')
     if file_bits < 1 or words != packing.num_words(file_bits):
       raise IndexFileError(f'{path}: corrupt index header ({file_bits} bits in '
                            f'{words} words).')
     if bits is not None and int(bits) != file_bits:
       raise IndexFileError(f'{path}: holds {file_bits}-bit codes; expected '
                            f'{bits}-bit codes.')
-    expected = 4 * words * count
-    got = len(data) - HEADER_SIZE
+    expected = meta_size + 4 * words * count + ids_size
+    got = len(data) - size
     if got != expected:
       what = 'truncated' if got < expected else 'has trailing bytes'
-      raise IndexFileError(f'{path}: index file {what}: {got} payload bytes, '
-                           f'the header says {expected} ({count} codes).')
-    payload = data[HEADER_SIZE:]
-    if hashlib.sha256(payload).digest() != digest:
+      raise IndexFileError(f'{path}: index file {what}: {got} bytes after the '
+                           f'header, the header says {expected} ({count} '
+                           'codes).')
+    if hashlib.sha256(data[size:]).digest() != digest:
       raise IndexFileError(f'{path}: corrupt index payload (SHA-256 mismatch).')
-    packed = np.frombuffer(payload, '<u4').astype(np.uint32).reshape(count,
-                                                                     words)
+    start = size + meta_size
+    packed = np.frombuffer(data, '<u4', count * words, start).astype(
+        np.uint32).reshape(count, words)
     if not _check_padding(packed, file_bits):
       raise IndexFileError(f'{path}: corrupt index: codes have bits set past '
                            f'bit {file_bits}.')
-    return cls.from_packed(packed, file_bits, **kwargs)
+    metadata, ids = {}, None
+    if version == FORMAT_VERSION:
+      try:
+        metadata = json.loads(data[size:start].decode('utf-8'))
+        ids = data[start + 4 * words * count:].decode('utf-8')
+      except (UnicodeDecodeError, ValueError) as e:
+        raise IndexFileError(f'{path}: unreadable metadata or ids ({e}).') from e
+      ids = ids.split('\n') if count else []
+      if not isinstance(metadata, dict) or len(ids) != count:
+        raise IndexFileError(f'{path}: corrupt metadata or ids ({len(ids)} ids '
+                             f'for {count} codes).')
+    index = cls(file_bits, metadata=metadata, **kwargs)
+    index.add_packed(packed, ids)
+    return index
 
   def export_faiss(self, path: str | os.PathLike) -> None:
     """Writes a FAISS IndexBinaryFlat file (faiss not needed); `faiss_io`."""

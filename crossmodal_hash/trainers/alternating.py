@@ -60,6 +60,7 @@ from absl import logging
 from crossmodal_hash import checkpointing
 from crossmodal_hash import config_utils
 from crossmodal_hash import logging_utils
+from crossmodal_hash import run_artifacts
 from crossmodal_hash import sharding
 from crossmodal_hash.data import pipeline
 from crossmodal_hash.data import preprocess
@@ -422,6 +423,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         meta, position, pretrained)
     if meta is None and jax.process_index() == 0:
       splits.reuse_or_save(os.path.join(workdir, 'split.npz'), split)
+    if jax.process_index() == 0:  # What encoding needs (encode.py).
+      run_artifacts.save(workdir, config, data, split, image_stats,
+                         splits.checksum(split))
 
     schedule = flat_schedule(method, num_epochs(config))
     num_batches = len(split.train) // config.train.batch_size
@@ -533,7 +537,9 @@ class _Loop:
         desc=f'{config.method} {config.bits} bits', unit='step',
         disable=not config.train.progress)
     writer = logging_utils.MetricsWriter(
-        os.path.join(self.workdir, 'metrics.jsonl'), resume_pass=start_pass)
+        os.path.join(self.workdir, 'metrics.jsonl'), resume_pass=start_pass,
+        tensorboard_dir=(os.path.join(self.workdir, 'tensorboard')
+                         if config.train.tensorboard else None))
     try:
       for p in range(start_pass, len(self.schedule)):
         if stop_after_passes is not None and (

@@ -13,7 +13,8 @@ evaluating during training cannot change what training computes.
   length; writes to `<workdir>/eval/`:
     evaluation.json     every metric of every direction, the options, the
                         definitions (tie and empty-query policies stated)
-    pr_curves.png, precision_at_n.png, map.png   (with `config.eval.plots`)
+    pr_curves.png, precision_at_n.png, map.png, examples.png (queries and
+                        their top 10, relevant or not)   (with `config.eval.plots`)
     training_curves.png                 loss (and periodic mAP) per step
     codes.npz           the trained ±1 codes and labels (the input of
                         `python -m crossmodal_hash.evaluate --codes`)
@@ -45,6 +46,7 @@ MAP_NAME = 'map.json'
 CODES_NAME = 'codes.npz'
 RANDOM_CODES_NAME = 'random_codes.npz'
 CURVES_NAME = 'training_curves.png'
+EXAMPLES_NAME = 'examples.png'
 
 ImageStats = tuple[np.ndarray, np.ndarray]
 
@@ -265,6 +267,10 @@ def final_evaluation(evaluator: Evaluator, params: Any,
   if writer:
     _write_outputs(out, results, code_sets, name, random_name, evaluator,
                    workdir, config.eval.plots)
+    if config.eval.plots:  # eval/examples.png: queries and their top 10.
+      from crossmodal_hash.evaluation import examples  # pylint: disable=g-import-not-at-top
+      examples.write_report_examples(os.path.join(out, EXAMPLES_NAME), codes,
+                                     evaluator, config.dataset)
   results['evaluation'] = evaluation
   return results
 

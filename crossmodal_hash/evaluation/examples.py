@@ -1,0 +1,161 @@
+"""The qualitative figure of a report: queries with their top-10 results.
+
+`eval/examples.png` shows, for a few fixed queries of each cross-modal
+direction, the query (its image, or its tags) and its top results by Hamming
+distance (ties in index order, as the headline metrics), each framed green
+when relevant (shares a label with the query) and red when not. Texts are
+shown as their first tags and label names; for datasets without pixels
+(pre-extracted features) every item is shown by its id and label names.
+"""
+from __future__ import annotations
+
+import os
+import textwrap
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use('Agg')
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from matplotlib import pyplot as plt
+import numpy as np
+
+from crossmodal_hash.retrieval import index as index_lib
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+DIRECTIONS = (('i2t', 'image', 'text'), ('t2i', 'text', 'image'))
+_GREEN, _RED, _GREY = '#1a9a3a', '#d02020', '#888888'
+
+
+def _pixels(images: Any, row: int) -> np.ndarray | None:
+  """[H, W, 3] uint8 of an item (a clip's middle frame), None for features."""
+  if images.ndim not in (4, 5):
+    return None
+  x = np.asarray(images[row:row + 1])[0]
+  if x.ndim == 4:
+    x = x[len(x) // 2]
+  return x if x.dtype == np.uint8 and x.shape[-1] == 3 else None
+
+
+def _describe(labels: np.ndarray, tags: np.ndarray | None, item_id: int,
+              vocabulary: Sequence[str] | None,
+              label_names: Sequence[str] | None) -> str:
+  """A cell's text: the tags of a text (or the item's id), its label names."""
+  names = [label_names[j] if label_names else f'label{j}'
+           for j in np.flatnonzero(labels)]
+  if tags is not None and vocabulary is not None and tags.dtype == np.uint8:
+    words = [vocabulary[j] for j in np.flatnonzero(tags)[:5]]
+    first = 'tags: ' + (' '.join(words) or '(none)')
+  else:
+    first = f'item {item_id}'
+  return '\n'.join(textwrap.fill(l, 17) for l in
+                   (first, 'labels: ' + ', '.join(names[:4])))
+
+
+def _cell(ax, pixels: np.ndarray | None, text: str, colour: str,
+          title: str) -> None:
+  ax.set_xticks([])
+  ax.set_yticks([])
+  if pixels is not None:
+    ax.imshow(pixels, interpolation='nearest')
+  else:
+    ax.set_facecolor('#f7f7f7')
+    ax.text(0.04, 0.96, text, fontsize=5, va='top', ha='left', clip_on=True,
+            transform=ax.transAxes, family='monospace')
+  for spine in ax.spines.values():
+    spine.set_edgecolor(colour)
+    spine.set_linewidth(3)
+  ax.set_title(title, fontsize=7, color=colour)
+
+
+def plot_examples(out_png: str | os.PathLike[str], codes: dict[str, np.ndarray],
+                  query_labels: np.ndarray, db_labels: np.ndarray, *,
+                  data: Any = None, query_rows: np.ndarray | None = None,
+                  db_rows: np.ndarray | None = None,
+                  vocabulary: Sequence[str] | None = None,
+                  label_names: Sequence[str] | None = None,
+                  num_queries: int = 3, top: int = 10) -> None:
+  """Writes the figure.
+
+  Args:
+    out_png: the PNG to write.
+    codes: 'image_query', 'text_query' [Q, K] and 'image_db', 'text_db'
+      [N, K] in {-1, +1} (a report's codes).
+    query_labels: [Q, L] multi-hot; db_labels: [N, L].
+    data: the dataset (`types.MultiModalData`; images may be lazy: only the
+      shown rows are read), to show images and tags; None shows ids and
+      labels only (as for feature-only data).
+    query_rows: [Q] dataset rows of the queries; db_rows: [N] of the
+      database (with `data`; the ids shown otherwise are positions).
+    vocabulary: [V] words of the text columns, to show tags.
+    label_names: [L] label names.
+    num_queries: queries per direction: evenly spaced over the query set, so
+      the same ones in every report of a split.
+    top: results per query.
+  """
+  query_labels, db_labels = np.asarray(query_labels), np.asarray(db_labels)
+  query_rows = (np.arange(len(query_labels)) if query_rows is None else
+                np.asarray(query_rows))
+  db_rows = np.arange(len(db_labels)) if db_rows is None else np.asarray(
+      db_rows)
+  picks = np.unique(np.linspace(0, len(query_rows) - 1, num_queries).astype(
+      int))
+  rows = [(d, q) for d, _, _ in DIRECTIONS for q in picks]
+  fig, axes = plt.subplots(len(rows), top + 1,
+                           figsize=(1.25 * (top + 1), 1.45 * len(rows)),
+                           squeeze=False)
+
+  def show(ax, side, row, item_labels, colour, title):
+    pixels = tags = None
+    if data is not None:
+      pixels = _pixels(data.images, row) if side == 'image' else None
+      tags = np.asarray(data.texts[row]) if side == 'text' else None
+    _cell(ax, pixels, _describe(item_labels, tags, row, vocabulary,
+                                label_names), colour, title)
+
+  for r, (direction, q) in enumerate(rows):
+    _, q_side, db_side = next(x for x in DIRECTIONS if x[0] == direction)
+    index = index_lib.HammingIndex.from_codes(codes[f'{db_side}_db'])
+    found, dist = index.search(codes[f'{q_side}_query'][q:q + 1],
+                               min(top, len(index)))
+    show(axes[r, 0], q_side, int(query_rows[q]), query_labels[q], _GREY,
+         f'{direction[0].upper()}->{direction[2].upper()} query')
+    for c in range(top):
+      ax = axes[r, c + 1]
+      if c >= found.shape[1] or found[0, c] < 0:
+        ax.axis('off')
+        continue
+      hit = int(found[0, c])
+      relevant = bool(np.any((db_labels[hit] != 0) & (query_labels[q] != 0)))
+      show(ax, db_side, int(db_rows[hit]), db_labels[hit],
+           _GREEN if relevant else _RED,
+           f'#{c + 1} d={int(dist[0, c])} {"rel" if relevant else "not"}')
+  fig.suptitle('Top results per query: green = relevant (shares a label), '
+               'red = not; ties in index order', fontsize=9)
+  fig.tight_layout(rect=(0, 0, 1, 0.97))
+  directory = os.path.dirname(os.path.abspath(out_png))
+  os.makedirs(directory, exist_ok=True)
+  try:
+    fig.savefig(out_png, dpi=110, format='png')
+  finally:
+    plt.close(fig)
+
+
+def write_report_examples(out_png: str, codes: dict[str, np.ndarray],
+                          evaluator: Any, dataset_config: Any) -> None:
+  """examples.png of a run's report (`trainers/evaluation_hooks.py`).
+
+  Args:
+    out_png: the PNG to write.
+    codes: the trained codes of the query and retrieval sets.
+    evaluator: the trainer's `Evaluator` (its data, query and retrieval
+      rows and their labels).
+    dataset_config: `config.dataset`, for the vocabulary and label names.
+  """
+  # Imported here: run_artifacts imports the methods and checkpointing.
+  from crossmodal_hash import run_artifacts  # pylint: disable=g-import-not-at-top
+  vocabulary, label_names = run_artifacts.dataset_names(dataset_config)
+  plot_examples(out_png, codes, evaluator.query_labels, evaluator.db_labels,
+                data=evaluator.data, query_rows=evaluator.query,
+                db_rows=evaluator.retrieval, vocabulary=vocabulary,
+                label_names=label_names)
