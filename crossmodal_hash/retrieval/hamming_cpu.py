@@ -30,7 +30,8 @@ query is scanned again without it: the result is always exact.
 
 Queries are split into groups of `_QUERY_GROUP` spread over numba's threads
 (`numba.set_num_threads`); a group walks the database tile by tile, so every
-tile is read from L1/L2 cache once per query of the group.
+tile is read from L1/L2 cache once per query of the group. `block_keys` is
+serial: its caller runs query blocks in threads.
 
 numba is a dependency of the package; `AVAILABLE` is False only where it
 cannot be imported, and callers then use their XLA paths.
@@ -38,6 +39,7 @@ cannot be imported, and callers then use their XLA paths.
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import numpy as np
 
@@ -57,6 +59,7 @@ _QUERY_GROUP = 32  # queries that share a pass over the database.
 _SAMPLE_STEP = 16  # the starting bound comes from every 16th tile...
 _MIN_SAMPLE_TILES = 16  # ... when there are at least this many sampled tiles.
 _SAMPLE_OVERSHOOT = 2.0  # k_s = ceil(2 k / _SAMPLE_STEP).
+_TOPK_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,23 +175,25 @@ def _min_distance(query, q, data, tile_offset, words, start, stop):
   return best
 
 
-def _distances(query, q, data, tile_offset, words, start, stop, out, o):
-  """Distances of items start..stop-1 of one tile to query[q] -> out[o:]."""
+def _distances(query, q, data, tile_offset, words, start, stop, out):
+  """Distances of items start..stop-1 of one tile to query[q] -> out[0:]."""
   if words == 1:
     q0 = query[q, 0]
     for j in range(start, stop):
-      out[o + j - start] = _popcount(q0 ^ data[_item(tile_offset, 0, j)])
+      out[np.uint64(j - start)] = _popcount(q0 ^ data[_item(tile_offset, 0,
+                                                            j)])
   elif words == 2:
     q0, q1 = query[q, 0], query[q, 1]
     for j in range(start, stop):
-      out[o + j - start] = (_popcount(q0 ^ data[_item(tile_offset, 0, j)]) +
-                            _popcount(q1 ^ data[_item(tile_offset, 1, j)]))
+      out[np.uint64(j - start)] = (
+          _popcount(q0 ^ data[_item(tile_offset, 0, j)]) +
+          _popcount(q1 ^ data[_item(tile_offset, 1, j)]))
   else:
     for j in range(start, stop):
       d = 0
       for w in range(words):
         d += _popcount(query[q, w] ^ data[_item(tile_offset, w, j)])
-      out[o + j - start] = d
+      out[np.uint64(j - start)] = d
 
 
 def _compact(q, bound, below, k, size, hist, buf_dist, buf_index):
@@ -241,8 +246,7 @@ def _scan(query, q0, nq, data, num_items, words, k, tile_start, tile_step,
           if _min_distance(query, q0 + q, data, tile_offset, words, g,
                            ge) >= b:
             continue
-          _distances(query, q0 + q, data, tile_offset, words, g, ge, scratch,
-                     0)
+          _distances(query, q0 + q, data, tile_offset, words, g, ge, scratch)
           for j in range(g, ge):
             d = scratch[j - g]
             if d < b:
@@ -361,30 +365,37 @@ def _block_keys_kernel(query, data, words, labels_q, labels_data, label_words,
     out_key: [B, db_stop - db_start] unsigned, filled.
   """
   num_q = query.shape[0]
-  for q in numba.prange(num_q):  # pylint: disable=not-an-iterable
+  code_dist = np.empty(TILE, np.int32)
+  label_xor = np.empty(TILE, np.int32)
+  for q in range(num_q):
     dist_row = out_dist[q]
     key_row = out_key[q]
-    label_xor = np.empty(TILE, np.int32)
-    first_tile = db_start // TILE
-    last_tile = (db_stop - 1) // TILE
-    for t in range(first_tile, last_tile + 1):
+    qn = np.int32(label_count_q[q])
+    for t in range(db_start // TILE, (db_stop - 1) // TILE + 1):
       start = max(db_start, t * TILE) - t * TILE
       stop = min(db_stop, (t + 1) * TILE) - t * TILE
-      o = t * TILE + start - db_start
       _distances(query, q, data, t * words * TILE, words, start, stop,
-                 dist_row, o)
+                 code_dist)
       _distances(labels_q, q, labels_data, t * label_words * TILE,
-                 label_words, start, stop, label_xor, 0)
+                 label_words, start, stop, label_xor)
       # |a ^ b| = |a| + |b| - 2 |a & b|: shared labels from the XOR count.
-      qn = label_count_q[q]
-      for j in range(stop - start):
-        total = qn + label_count_db[t * TILE + start + j]
-        xor = label_xor[j]
-        if graded:
-          overlap = (total - xor) // 2
-        else:
-          overlap = 1 if xor < total else 0
-        key_row[o + j] = (np.int64(dist_row[o + j]) << shift) | overlap
+      # (Unsigned indices keep numba's wrap-around checks out of the loops.)
+      out = np.uint64(t * TILE + start - db_start)
+      item = np.uint64(t * TILE + start)
+      if graded:
+        for j in range(stop - start):
+          u = np.uint64(j)
+          total = qn + label_count_db[item + u]
+          d = code_dist[u]
+          dist_row[out + u] = d
+          key_row[out + u] = (d << shift) | ((total - label_xor[u]) >> 1)
+      else:
+        for j in range(stop - start):
+          u = np.uint64(j)
+          total = qn + label_count_db[item + u]
+          d = code_dist[u]
+          dist_row[out + u] = d
+          key_row[out + u] = (d << shift) | np.int32(label_xor[u] < total)
 
 
 if AVAILABLE:
@@ -398,8 +409,8 @@ if AVAILABLE:
   _scan = numba.njit(nogil=True, cache=True)(_scan)
   _topk_kernel = numba.njit(nogil=True, parallel=True, cache=True)(
       _topk_kernel)
-  _block_keys_kernel = numba.njit(nogil=True, parallel=True, cache=True)(
-      _block_keys_kernel)
+  # Serial: the evaluation engine runs query blocks in its own threads.
+  _block_keys_kernel = numba.njit(nogil=True, cache=True)(_block_keys_kernel)
 
 
 # ---------------------------------------------------------------------------
@@ -439,8 +450,9 @@ def topk(query: np.ndarray, tiles: Tiles, *, k: int, bits: int
   out_index = np.empty((num_q, k), np.int32)
   out_dist = np.empty((num_q, k), np.int32)
   if num_q:
-    _topk_kernel(query, tiles.data, tiles.num_items, tiles.num_words, k, bits,
-                 out_index, out_dist)
+    with _TOPK_LOCK:  # one search at a time; each uses all of numba's threads
+      _topk_kernel(query, tiles.data, tiles.num_items, tiles.num_words, k,
+                   bits, out_index, out_dist)
   return out_index, out_dist
 
 
@@ -474,6 +486,7 @@ def block_keys(query: np.ndarray, db: Tiles, query_labels: np.ndarray,
   if query.shape[0] and t:
     _block_keys_kernel(query, db.data, db.num_words, query_labels,
                        db_labels.data, db_labels.num_words,
-                       query_label_count, db_label_count, shift, graded,
-                       db_slice.start, db_slice.stop, dist, key)
+                       np.asarray(query_label_count, np.int32),
+                       np.asarray(db_label_count, np.int32), np.int32(shift),
+                       bool(graded), db_slice.start, db_slice.stop, dist, key)
   return dist, key
