@@ -219,6 +219,61 @@ def _compact(q, bound, below, k, size, hist, buf_dist, buf_index):
   size[q] = kept
 
 
+def _min_distance_pair(query, qa, qb, data, tile_offset, words, start,
+                       stop):
+  """`_min_distance` of two queries in one pass over the items."""
+  best_a = 1 << 30
+  best_b = 1 << 30
+  if words == 1:
+    a0, b0 = query[qa, 0], query[qb, 0]
+    for j in range(start, stop):
+      x = data[_item(tile_offset, 0, j)]
+      best_a = min(best_a, _popcount(a0 ^ x))
+      best_b = min(best_b, _popcount(b0 ^ x))
+  elif words == 2:
+    a0, a1, b0, b1 = query[qa, 0], query[qa, 1], query[qb, 0], query[qb, 1]
+    for j in range(start, stop):
+      x0 = data[_item(tile_offset, 0, j)]
+      x1 = data[_item(tile_offset, 1, j)]
+      best_a = min(best_a, _popcount(a0 ^ x0) + _popcount(a1 ^ x1))
+      best_b = min(best_b, _popcount(b0 ^ x0) + _popcount(b1 ^ x1))
+  else:
+    best_a = _min_distance(query, qa, data, tile_offset, words, start, stop)
+    best_b = _min_distance(query, qb, data, tile_offset, words, start, stop)
+  return best_a, best_b
+
+
+def _examine(query, q0, q, b, data, tile_offset, words, start, stop, item_base,
+             k, below, size, hist, buf_dist, buf_index, scratch):
+  """Buffers query q's items start..stop-1 (of one tile) with d < b.
+
+  Called when the minimum distance of the items is below b; re-examines them
+  in groups of `_GROUP`. Returns the new bound.
+  """
+  cap = buf_dist.shape[1]
+  for g in range(start, stop, _GROUP):
+    ge = min(stop, g + _GROUP)
+    if _min_distance(query, q0 + q, data, tile_offset, words, g, ge) >= b:
+      continue
+    _distances(query, q0 + q, data, tile_offset, words, g, ge, scratch)
+    for j in range(g, ge):
+      d = scratch[j - g]
+      if d < b:
+        if size[q] == cap:
+          _compact(q, b, below, k, size, hist, buf_dist, buf_index)
+        c = size[q]
+        buf_dist[q, c] = d
+        buf_index[q, c] = item_base + j
+        size[q] = c + 1
+        hist[q, d] += 1
+        n_below = below[q] + 1
+        while n_below >= k:  # b moves down to the k-th distance.
+          b -= 1
+          n_below -= hist[q, b]
+        below[q] = n_below
+  return b
+
+
 def _scan(query, q0, nq, data, num_items, words, k, tile_start, tile_step,
           bound, below, size, hist, buf_dist, buf_index, scratch):
   """Scans tiles tile_start, tile_start + tile_step, ... for queries q0.. .
@@ -227,41 +282,38 @@ def _scan(query, q0, nq, data, num_items, words, k, tile_start, tile_step,
   with d < bound enter), `below[q]` the buffered items with d < bound,
   `size[q]`, `hist[q]`, `buf_dist[q]`, `buf_index[q]` the buffer. Items are
   numbered by their rank among the scanned items (their database index when
-  tile_step == 1).
+  tile_step == 1). Queries go in pairs through the hot loop (one load of the
+  items serves both).
   """
-  cap = buf_dist.shape[1]
   num_tiles = -(-num_items // TILE)
   rank_base = 0
   for t in range(tile_start, num_tiles, tile_step):
     count = min(TILE, num_items - t * TILE)
     tile_offset = t * words * TILE
-    for q in range(nq):
+    for q in range(0, nq - 1, 2):
+      ba, bb = bound[q], bound[q + 1]
+      for s in range(0, count, _SUB):
+        e = min(count, s + _SUB)
+        ma, mb = _min_distance_pair(query, q0 + q, q0 + q + 1, data,
+                                    tile_offset, words, s, e)
+        if ma < ba:
+          ba = _examine(query, q0, q, ba, data, tile_offset, words, s, e,
+                        rank_base, k, below, size, hist, buf_dist, buf_index,
+                        scratch)
+        if mb < bb:
+          bb = _examine(query, q0, q + 1, bb, data, tile_offset, words, s, e,
+                        rank_base, k, below, size, hist, buf_dist, buf_index,
+                        scratch)
+      bound[q], bound[q + 1] = ba, bb
+    if nq % 2:
+      q = nq - 1
       b = bound[q]
       for s in range(0, count, _SUB):
         e = min(count, s + _SUB)
-        if _min_distance(query, q0 + q, data, tile_offset, words, s, e) >= b:
-          continue
-        for g in range(s, e, _GROUP):
-          ge = min(e, g + _GROUP)
-          if _min_distance(query, q0 + q, data, tile_offset, words, g,
-                           ge) >= b:
-            continue
-          _distances(query, q0 + q, data, tile_offset, words, g, ge, scratch)
-          for j in range(g, ge):
-            d = scratch[j - g]
-            if d < b:
-              if size[q] == cap:
-                _compact(q, b, below, k, size, hist, buf_dist, buf_index)
-              c = size[q]
-              buf_dist[q, c] = d
-              buf_index[q, c] = rank_base + j
-              size[q] = c + 1
-              hist[q, d] += 1
-              n_below = below[q] + 1
-              while n_below >= k:  # b moves down to the k-th distance.
-                b -= 1
-                n_below -= hist[q, b]
-              below[q] = n_below
+        if _min_distance(query, q0 + q, data, tile_offset, words, s, e) < b:
+          b = _examine(query, q0, q, b, data, tile_offset, words, s, e,
+                       rank_base, k, below, size, hist, buf_dist, buf_index,
+                       scratch)
       bound[q] = b
     rank_base += count
 
@@ -403,8 +455,10 @@ if AVAILABLE:
   _inline = lambda fn: numba.njit(inline='always', nogil=True, cache=True)(fn)
   _item = _inline(_item)
   _min_distance = _inline(_min_distance)
+  _min_distance_pair = _inline(_min_distance_pair)
   _distances = _inline(_distances)
   _compact = numba.njit(nogil=True, cache=True)(_compact)
+  _examine = numba.njit(nogil=True, cache=True)(_examine)
   _reset = numba.njit(nogil=True, cache=True)(_reset)
   _scan = numba.njit(nogil=True, cache=True)(_scan)
   _topk_kernel = numba.njit(nogil=True, parallel=True, cache=True)(
