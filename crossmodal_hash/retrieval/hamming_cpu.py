@@ -60,6 +60,7 @@ _SAMPLE_STEP = 16  # the starting bound comes from every 16th tile...
 _MIN_SAMPLE_TILES = 16  # ... when there are at least this many sampled tiles.
 _SAMPLE_OVERSHOOT = 2.0  # k_s = ceil(2 k / _SAMPLE_STEP).
 _TOPK_LOCK = threading.Lock()
+_ALIGNMENT = 64  # bytes: one cache line, one 512-bit vector.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,15 +97,31 @@ def kernel_words(packed: np.ndarray) -> np.ndarray:
       np.uint64, copy=False)
 
 
+def _aligned_empty(size: int, dtype) -> np.ndarray:
+  """[size] uninitialised array whose data starts on a 64-byte boundary.
+
+  NumPy's large allocations are often 16-byte aligned only; then every
+  512-bit load of the hot loop would straddle two cache lines.
+  """
+  nbytes = size * np.dtype(dtype).itemsize
+  raw = np.empty(nbytes + _ALIGNMENT, np.uint8)
+  offset = -raw.ctypes.data % _ALIGNMENT
+  return raw[offset:offset + nbytes].view(dtype)
+
+
 def to_tiles(packed: np.ndarray) -> Tiles:
   """Lays out [N, W32] uint32 packed codes in tiles (see `Tiles`)."""
   words = kernel_words(packed)
   n, w = words.shape
   num_tiles = max(1, -(-n // TILE))
-  padded = np.zeros((num_tiles * TILE, w), words.dtype)
-  padded[:n] = words
-  data = padded.reshape(num_tiles, TILE, w).transpose(0, 2, 1).reshape(-1)
-  return Tiles(data=np.ascontiguousarray(data), num_items=n, num_words=w)
+  data = _aligned_empty(num_tiles * w * TILE, words.dtype)
+  tiles = data.reshape(num_tiles, w, TILE)
+  full = n // TILE
+  tiles[:full] = words[:full * TILE].reshape(full, TILE, w).transpose(0, 2, 1)
+  if full < num_tiles:  # the last, partial tile: zero codes after item N - 1
+    tiles[full:] = 0
+    tiles[full, :, :n - full * TILE] = words[full * TILE:].T
+  return Tiles(data=data, num_items=n, num_words=w)
 
 
 # ---------------------------------------------------------------------------
@@ -154,24 +171,34 @@ def _item(tile_offset, w, j):
 
 
 def _min_distance(query, q, data, tile_offset, words, start, stop):
-  """min over items start..stop-1 of one tile of their distance to query[q]."""
-  best = 1 << 30
+  """min over items start..stop-1 (start < stop) of one tile of their distance
+  to query[q].
+
+  Each branch keeps the popcount's own integer width (int32 for uint32 words),
+  starting from the first item's distance, so the vector loop converts
+  nothing; the loop still starts at `start`, which keeps its vector loads
+  aligned with the tile.
+  """
   if words == 1:
     q0 = query[q, 0]
+    best1 = _popcount(q0 ^ data[_item(tile_offset, 0, start)])
     for j in range(start, stop):
-      best = min(best, _popcount(q0 ^ data[_item(tile_offset, 0, j)]))
-  elif words == 2:
+      best1 = min(best1, _popcount(q0 ^ data[_item(tile_offset, 0, j)]))
+    return best1
+  if words == 2:
     q0, q1 = query[q, 0], query[q, 1]
+    best2 = (_popcount(q0 ^ data[_item(tile_offset, 0, start)]) +
+             _popcount(q1 ^ data[_item(tile_offset, 1, start)]))
     for j in range(start, stop):
-      d = (_popcount(q0 ^ data[_item(tile_offset, 0, j)]) +
-           _popcount(q1 ^ data[_item(tile_offset, 1, j)]))
-      best = min(best, d)
-  else:
-    for j in range(start, stop):
-      d = 0
-      for w in range(words):
-        d += _popcount(query[q, w] ^ data[_item(tile_offset, w, j)])
-      best = min(best, d)
+      best2 = min(best2, _popcount(q0 ^ data[_item(tile_offset, 0, j)]) +
+                  _popcount(q1 ^ data[_item(tile_offset, 1, j)]))
+    return best2
+  best = 1 << 30
+  for j in range(start, stop):
+    d = 0
+    for w in range(words):
+      d += _popcount(query[q, w] ^ data[_item(tile_offset, w, j)])
+    best = min(best, d)
   return best
 
 
@@ -219,28 +246,43 @@ def _compact(q, bound, below, k, size, hist, buf_dist, buf_index):
   size[q] = kept
 
 
-def _min_distance_pair(query, qa, qb, data, tile_offset, words, start,
-                       stop):
-  """`_min_distance` of two queries in one pass over the items."""
-  best_a = 1 << 30
-  best_b = 1 << 30
+def _min_distance_quad(query, q, data, tile_offset, words, start, stop):
+  """`_min_distance` of queries q..q+3 in one pass over the items."""
   if words == 1:
-    a0, b0 = query[qa, 0], query[qb, 0]
+    a, b, c, d = query[q, 0], query[q + 1, 0], query[q + 2, 0], query[q + 3, 0]
+    x = data[_item(tile_offset, 0, start)]
+    m0, m1 = _popcount(a ^ x), _popcount(b ^ x)
+    m2, m3 = _popcount(c ^ x), _popcount(d ^ x)
     for j in range(start, stop):
       x = data[_item(tile_offset, 0, j)]
-      best_a = min(best_a, _popcount(a0 ^ x))
-      best_b = min(best_b, _popcount(b0 ^ x))
-  elif words == 2:
-    a0, a1, b0, b1 = query[qa, 0], query[qa, 1], query[qb, 0], query[qb, 1]
+      m0 = min(m0, _popcount(a ^ x))
+      m1 = min(m1, _popcount(b ^ x))
+      m2 = min(m2, _popcount(c ^ x))
+      m3 = min(m3, _popcount(d ^ x))
+    return m0, m1, m2, m3
+  if words == 2:
+    a0, a1 = query[q, 0], query[q, 1]
+    b0, b1 = query[q + 1, 0], query[q + 1, 1]
+    c0, c1 = query[q + 2, 0], query[q + 2, 1]
+    d0, d1 = query[q + 3, 0], query[q + 3, 1]
+    x0 = data[_item(tile_offset, 0, start)]
+    x1 = data[_item(tile_offset, 1, start)]
+    n0 = _popcount(a0 ^ x0) + _popcount(a1 ^ x1)
+    n1 = _popcount(b0 ^ x0) + _popcount(b1 ^ x1)
+    n2 = _popcount(c0 ^ x0) + _popcount(c1 ^ x1)
+    n3 = _popcount(d0 ^ x0) + _popcount(d1 ^ x1)
     for j in range(start, stop):
       x0 = data[_item(tile_offset, 0, j)]
       x1 = data[_item(tile_offset, 1, j)]
-      best_a = min(best_a, _popcount(a0 ^ x0) + _popcount(a1 ^ x1))
-      best_b = min(best_b, _popcount(b0 ^ x0) + _popcount(b1 ^ x1))
-  else:
-    best_a = _min_distance(query, qa, data, tile_offset, words, start, stop)
-    best_b = _min_distance(query, qb, data, tile_offset, words, start, stop)
-  return best_a, best_b
+      n0 = min(n0, _popcount(a0 ^ x0) + _popcount(a1 ^ x1))
+      n1 = min(n1, _popcount(b0 ^ x0) + _popcount(b1 ^ x1))
+      n2 = min(n2, _popcount(c0 ^ x0) + _popcount(c1 ^ x1))
+      n3 = min(n3, _popcount(d0 ^ x0) + _popcount(d1 ^ x1))
+    return n0, n1, n2, n3
+  return (_min_distance(query, q, data, tile_offset, words, start, stop),
+          _min_distance(query, q + 1, data, tile_offset, words, start, stop),
+          _min_distance(query, q + 2, data, tile_offset, words, start, stop),
+          _min_distance(query, q + 3, data, tile_offset, words, start, stop))
 
 
 def _examine(query, q0, q, b, data, tile_offset, words, start, stop, item_base,
@@ -282,31 +324,26 @@ def _scan(query, q0, nq, data, num_items, words, k, tile_start, tile_step,
   with d < bound enter), `below[q]` the buffered items with d < bound,
   `size[q]`, `hist[q]`, `buf_dist[q]`, `buf_index[q]` the buffer. Items are
   numbered by their rank among the scanned items (their database index when
-  tile_step == 1). Queries go in pairs through the hot loop (one load of the
-  items serves both).
+  tile_step == 1). Queries go in fours through the hot loop (one load of the
+  items serves four).
   """
   num_tiles = -(-num_items // TILE)
   rank_base = 0
   for t in range(tile_start, num_tiles, tile_step):
     count = min(TILE, num_items - t * TILE)
     tile_offset = t * words * TILE
-    for q in range(0, nq - 1, 2):
-      ba, bb = bound[q], bound[q + 1]
+    for q in range(0, nq - 3, 4):
       for s in range(0, count, _SUB):
         e = min(count, s + _SUB)
-        ma, mb = _min_distance_pair(query, q0 + q, q0 + q + 1, data,
-                                    tile_offset, words, s, e)
-        if ma < ba:
-          ba = _examine(query, q0, q, ba, data, tile_offset, words, s, e,
-                        rank_base, k, below, size, hist, buf_dist, buf_index,
-                        scratch)
-        if mb < bb:
-          bb = _examine(query, q0, q + 1, bb, data, tile_offset, words, s, e,
-                        rank_base, k, below, size, hist, buf_dist, buf_index,
-                        scratch)
-      bound[q], bound[q + 1] = ba, bb
-    if nq % 2:
-      q = nq - 1
+        mins = _min_distance_quad(query, q0 + q, data, tile_offset, words, s,
+                                  e)
+        for i in range(4):
+          if mins[i] < bound[q + i]:
+            bound[q + i] = _examine(query, q0, q + i, bound[q + i], data,
+                                    tile_offset, words, s, e, rank_base, k,
+                                    below, size, hist, buf_dist, buf_index,
+                                    scratch)
+    for q in range(nq - nq % 4, nq):
       b = bound[q]
       for s in range(0, count, _SUB):
         e = min(count, s + _SUB)
@@ -455,7 +492,7 @@ if AVAILABLE:
   _inline = lambda fn: numba.njit(inline='always', nogil=True, cache=True)(fn)
   _item = _inline(_item)
   _min_distance = _inline(_min_distance)
-  _min_distance_pair = _inline(_min_distance_pair)
+  _min_distance_quad = _inline(_min_distance_quad)
   _distances = _inline(_distances)
   _compact = numba.njit(nogil=True, cache=True)(_compact)
   _examine = numba.njit(nogil=True, cache=True)(_examine)
