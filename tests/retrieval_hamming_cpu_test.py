@@ -30,8 +30,8 @@ def _check(query, db, *, k, bits):
 @pytest.mark.parametrize('bits', [1, 16, 24, 32, 33, 64, 100, 128, 256])
 def test_random_codes(bits):
   rng = np.random.default_rng(bits)
-  # 37 queries: three query groups, the last one partial; 5,000 items: five
-  # tiles, the last one partial.
+  # 37 queries: two query groups, the second one partial and not a multiple
+  # of four; 5,000 items: five tiles, the last one partial.
   _check(_random_packed(rng, 37, bits), _random_packed(rng, 5000, bits),
          k=100, bits=bits)
 

@@ -49,6 +49,7 @@ from crossmodal_hash.evaluation import closed_forms
 from crossmodal_hash.evaluation import precision_sums
 from crossmodal_hash.retrieval import hamming_cpu
 from crossmodal_hash.retrieval import packing
+from crossmodal_hash.retrieval import search
 
 TIE_POLICIES = ('index', 'tie_aware')
 EMPTY_POLICIES = ('zero', 'skip')
@@ -373,7 +374,7 @@ def hamming_problem(query_codes: np.ndarray, db_codes: np.ndarray,
   num_db = len(dc)
   blocks = tuple(slice(s, min(s + db_block, num_db))
                  for s in range(0, num_db, db_block))
-  if jax.default_backend() == 'cpu' and hamming_cpu.AVAILABLE:
+  if search.resolve_kernel('auto') == 'cpu':
     # The package's CPU Hamming kernel (the one search uses), on tiled codes.
     q_words, ql_words = hamming_cpu.kernel_words(q), hamming_cpu.kernel_words(
         qlp)

@@ -142,10 +142,12 @@ def _prefer_wide_vectors(function) -> None:
 
   llvmlite's `FunctionAttributes` only accepts flag attributes, so the
   key="value" strings go into the underlying set; its IR printer writes them
-  verbatim into the function definition.
+  verbatim into the function definition. Where an llvmlite version stores
+  attributes otherwise, the function keeps LLVM's default width.
   """
-  for attribute in _WIDE_VECTOR_ATTRIBUTES:
-    set.add(function.attributes, attribute)
+  if isinstance(function.attributes, set):
+    for attribute in _WIDE_VECTOR_ATTRIBUTES:
+      set.add(function.attributes, attribute)
 
 
 def _popcount_intrinsic(typingctx, x):  # pylint: disable=unused-argument
@@ -171,8 +173,7 @@ def _item(tile_offset, w, j):
 
 
 def _min_distance(query, q, data, tile_offset, words, start, stop):
-  """min over items start..stop-1 (start < stop) of one tile of their distance
-  to query[q].
+  """Minimum distance to query[q] of items start..stop-1 (start < stop).
 
   Each branch keeps the popcount's own integer width (int32 for uint32 words),
   starting from the first item's distance, so the vector loop converts
@@ -227,7 +228,7 @@ def _compact(q, bound, below, k, size, hist, buf_dist, buf_index):
   """Drops buffered items that can no longer be in query q's top-k.
 
   Keeps every item with d < bound and the first k - below with d == bound
-  (buffer order is index order); returns the new size.
+  (buffer order is index order); updates size[q] and hist[q].
   """
   need = k - below[q]
   kept = 0
@@ -532,6 +533,9 @@ def topk(query: np.ndarray, tiles: Tiles, *, k: int, bits: int
   _require()
   if k < 1:
     raise ValueError(f'k must be >= 1; got {k}.')
+  if tiles.num_items >= 2**31:
+    raise ValueError(f'{tiles.num_items} codes: indices are int32, so one '
+                     'search covers fewer than 2**31; shard the database.')
   query = kernel_words(query)
   if query.shape[1] != tiles.num_words or query.dtype != tiles.data.dtype:
     raise ValueError(f'Query codes ({query.shape[1]} {query.dtype} words) and '

@@ -8,12 +8,12 @@ installed) it is `hamming_cpu.topk`, compiled by numba: XOR-popcount over
 tiled codes with a running k-th-distance bound (see that module). On GPU and
 TPU, or with `kernel='xla'`, it is the XLA radix select below.
 
-XLA kernel: queries are processed in batches of `query_batch` (a `lax.map`), the database
-in chunks of `chunk_size` items (a `lax.scan`); each (batch, chunk) step runs
-the radix select of `radix_select.chunk_topk` and merges its k candidates into
-the running top-k. Memory is O(query_batch * chunk_size / 4) bytes for the
-per-block counts plus O(query_batch * k * 32) for the descent, whatever the
-database size.
+XLA kernel: queries are processed in batches of `query_batch` (a `lax.map`),
+the database in chunks of `chunk_size` items (a `lax.scan`); each (batch,
+chunk) step runs the radix select of `radix_select.chunk_topk` and merges its
+k candidates into the running top-k. Memory is O(query_batch * chunk_size / 4)
+bytes for the per-block counts plus O(query_batch * k * 32) for the descent,
+whatever the database size.
 
 Results: indices [Q, k] int32 and distances [Q, k] int32, ordered by
 (distance, database index). If the database has fewer than k items, the
