@@ -1,7 +1,12 @@
-"""Test setup: JAX on CPU with 8 simulated devices, set before JAX initialises."""
+"""Test setup: JAX on CPU with 8 simulated devices, set before JAX initialises.
+
+CROSSMODAL_HASH_TEST_PLATFORMS (e.g. 'cuda,cpu', as benchmarks/gpu_all.sh sets
+it) runs the suite with another default platform; the 8 CPU devices remain.
+"""
 import os
 
-os.environ['JAX_PLATFORMS'] = 'cpu'
+os.environ['JAX_PLATFORMS'] = os.environ.get('CROSSMODAL_HASH_TEST_PLATFORMS',
+                                             'cpu')
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 

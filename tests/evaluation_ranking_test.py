@@ -19,6 +19,7 @@ import pytest
 from crossmodal_hash.evaluation import precision_sums
 from crossmodal_hash.evaluation import ranking
 from crossmodal_hash.evaluation import summary
+from crossmodal_hash.retrieval import hamming_cpu
 
 _ALL = ranking.EvalOptions(top_k=(1, 3, 10, 50), precision_at=(1, 2, 7, 30),
                            ndcg_k=(1, 5, 20))
@@ -161,6 +162,16 @@ def _assert_matches(qm, ref, policies=ranking.TIE_POLICIES):
                                **close)
 
 
+@pytest.fixture(params=['numba', 'xla'])
+def hamming_kernel(request, monkeypatch):
+  """The Hamming pass by the package's CPU kernel, or by the XLA kernel."""
+  if request.param == 'numba' and not hamming_cpu.AVAILABLE:
+    pytest.skip('numba is not installed: the XLA kernel is the only one')
+  if request.param == 'xla':
+    monkeypatch.setattr(hamming_cpu, 'AVAILABLE', False)
+  return request.param
+
+
 @pytest.mark.parametrize(
     'seed,q,n,k,kind,db_block,query_block',
     [
@@ -170,8 +181,9 @@ def _assert_matches(qm, ref, policies=ranking.TIE_POLICIES):
         (3, 6, 45, 5, 'single', 1, 2),        # blocks of a single item
         (4, 5, 1, 4, 'multi', 65536, 128),    # a one-item database
     ])
-def test_every_metric_matches_brute_force(seed, q, n, k, kind, db_block,
-                                          query_block):
+def test_every_metric_matches_brute_force(hamming_kernel, seed, q, n, k, kind,
+                                          db_block, query_block):
+  del hamming_kernel  # the fixture picked the kernel
   qc, dc, ql, dl = _problem(seed, q, n, k, kind)
   ql[0] = 0  # a query with no relevant item
   options = ranking.EvalOptions(
@@ -231,8 +243,9 @@ def ap_engine(request, monkeypatch):
         (23, 4, 41, 8, 1),       # blocks of one item
         (24, 3, 5, 33, 65536),   # bits not a multiple of 32, tiny database
     ])
-def test_map_only_matches_brute_force(ap_engine, seed, q, n, k, db_block):
-  del ap_engine  # the fixture picked the engine
+def test_map_only_matches_brute_force(hamming_kernel, ap_engine, seed, q, n, k,
+                                      db_block):
+  del hamming_kernel, ap_engine  # the fixtures picked the kernel and engine
   qc, dc, ql, dl = _problem(seed, q, n, k, 'multi', num_labels=4, p=0.3)
   ql[0] = 0  # a query with no relevant item
   options = ranking.EvalOptions(ties=('index',), top_k=(), precision_at=(),

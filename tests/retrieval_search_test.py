@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from crossmodal_hash.retrieval import hamming_cpu
 from crossmodal_hash.retrieval import packing
 from crossmodal_hash.retrieval import radix_select
 from crossmodal_hash.retrieval import search
@@ -31,22 +32,26 @@ def _check(query, db, *, k, bits, **kwargs):
 
 # One compiled geometry per code length (compiles dominate this file's time):
 # 6 queries in batches of 4 (the second batch half padding), 3 chunks of 512
-# items (the last one partly padding), k = 50.
-GEOMETRY = dict(k=50, chunk_size=512, query_batch=4)
+# items (the last one partly padding), k = 50. The XLA kernel unless a test
+# asks for the numba CPU kernel (hamming_cpu_test covers its own paths).
+GEOMETRY = dict(k=50, chunk_size=512, query_batch=4, kernel='xla')
+KERNELS = ('xla', 'cpu')
 
 
+@pytest.mark.parametrize('kernel', KERNELS)
 @pytest.mark.parametrize('bits', [16, 24, 33, 64, 100, 128])
-def test_random_codes_match_brute_force(bits):
+def test_random_codes_match_brute_force(bits, kernel):
   rng = np.random.default_rng(bits)
   _check(_random_codes(rng, 6, bits), _random_codes(rng, 1100, bits),
-         bits=bits, **GEOMETRY)
+         bits=bits, **dict(GEOMETRY, kernel=kernel))
 
 
+@pytest.mark.parametrize('kernel', KERNELS)
 @pytest.mark.parametrize('bits', [16, 64])
-def test_heavy_ties_in_index_order(bits):
+def test_heavy_ties_in_index_order(bits, kernel):
   rng = np.random.default_rng(bits + 1)
   db, query = _tied_codes(rng, 1300, 6, bits)  # ~220 items per distance
-  _check(query, db, bits=bits, **GEOMETRY)
+  _check(query, db, bits=bits, **dict(GEOMETRY, kernel=kernel))
 
 
 # Chunks of >= SAMPLE_STRIDE * MIN_SAMPLE_BLOCKS blocks take the one-pass
@@ -60,9 +65,9 @@ def test_window_path_random_and_tied_codes():
                                 radix_select.MIN_SAMPLE_BLOCKS)
   rng = np.random.default_rng(11)
   _check(_random_codes(rng, 6, 64), _random_codes(rng, WINDOW_ITEMS, 64),
-         bits=64, k=50, query_batch=4)
+         bits=64, k=50, query_batch=4, kernel='xla')
   db, query = _tied_codes(rng, WINDOW_ITEMS, 6, 64)
-  _check(query, db, bits=64, k=50, query_batch=4)
+  _check(query, db, bits=64, k=50, query_batch=4, kernel='xla')
 
 
 def test_window_fallback_when_the_sample_misleads():
@@ -74,22 +79,26 @@ def test_window_fallback_when_the_sample_misleads():
   unsampled = [b for b in range(WINDOW_ITEMS // 32) if b % stride][:360]
   for i, b in enumerate(unsampled):
     db[32 * b + 5] = query[i % 6]  # 60 > k copies of each query: T = 0
-  _check(query, db, bits=64, k=50, query_batch=4)
+  _check(query, db, bits=64, k=50, query_batch=4, kernel='xla')
 
 
-def test_identical_codes_return_the_first_k_indices():
+@pytest.mark.parametrize('kernel', KERNELS)
+def test_identical_codes_return_the_first_k_indices(kernel):
   db = np.zeros((1100, 2), np.uint32)
   query = np.zeros((6, 2), np.uint32)
-  index, dist = search.search(query, db, bits=64, **GEOMETRY)
+  index, dist = search.search(query, db, bits=64,
+                              **dict(GEOMETRY, kernel=kernel))
   np.testing.assert_array_equal(np.asarray(index), np.tile(np.arange(50), (6, 1)))
   np.testing.assert_array_equal(np.asarray(dist), 0)
 
 
+@pytest.mark.parametrize('kernel', KERNELS)
 @pytest.mark.parametrize('n', [0, 1, 30])
-def test_k_larger_than_database_pads_with_sentinels(n):
+def test_k_larger_than_database_pads_with_sentinels(n, kernel):
   rng = np.random.default_rng(5)
   db, query = _random_codes(rng, n, 24), _random_codes(rng, 3, 24)
-  index, dist = search.search(query, db, k=40, bits=24)  # one 32-item chunk
+  index, dist = search.search(query, db, k=40, bits=24,  # one 32-item chunk
+                              kernel=kernel)
   index, dist = np.asarray(index), np.asarray(dist)
   assert (index[:, n:] == -1).all() and (dist[:, n:] == 25).all()
   ref_index, ref_dist = search.numpy_topk(query, db, k=40, bits=24)
@@ -101,7 +110,7 @@ def test_k_larger_than_database_pads_with_sentinels(n):
 def test_query_batches_do_not_change_results():
   rng = np.random.default_rng(7)
   db, query = _random_codes(rng, 1100, 64), _random_codes(rng, 6, 64)
-  prepared = search.prepare(db, chunk_size=512)
+  prepared = search.prepare(db, chunk_size=512, kernel='xla')
   outs = [search.search_prepared(query, prepared, k=50, bits=64, query_batch=b)
           for b in (4, 1, 6)]
   for index, dist in outs[1:]:
@@ -109,16 +118,30 @@ def test_query_batches_do_not_change_results():
     np.testing.assert_array_equal(np.asarray(dist), np.asarray(outs[0][1]))
 
 
-def test_input_validation():
+@pytest.mark.parametrize('kernel', KERNELS)
+def test_input_validation(kernel):
   db = np.zeros((10, 2), np.uint32)
   with pytest.raises(ValueError, match=r'\[M, 1\] uint32 for 24-bit'):
-    search.search(np.zeros((1, 2), np.uint32), db, k=1, bits=24)
+    search.search(np.zeros((1, 2), np.uint32), db, k=1, bits=24,
+                  kernel=kernel)
   with pytest.raises(ValueError, match='packed uint32'):
-    search.search(np.zeros((1, 2), np.int32), db, k=1, bits=64)
+    search.search(np.zeros((1, 2), np.int32), db, k=1, bits=64, kernel=kernel)
   with pytest.raises(ValueError, match='k must be >= 1'):
-    search.search(np.zeros((1, 2), np.uint32), db, k=0, bits=64)
+    search.search(np.zeros((1, 2), np.uint32), db, k=0, bits=64,
+                  kernel=kernel)
   with pytest.raises(ValueError, match='multiple of 32'):
-    search.prepare(db, chunk_size=100)
+    search.prepare(db, chunk_size=100, kernel=kernel)
+  with pytest.raises(ValueError, match='different lengths'):
+    search.search_prepared(np.zeros((1, 1), np.uint32),
+                           search.prepare(db, kernel='cpu'), k=1, bits=32)
+  with pytest.raises(ValueError, match='kernel must be one of'):
+    search.prepare(db, kernel='gpu')
+
+
+def test_auto_kernel_is_numba_on_cpu():
+  assert search.resolve_kernel('auto') == 'cpu'
+  assert isinstance(search.prepare(np.zeros((3, 2), np.uint32)),
+                    hamming_cpu.Tiles)
 
 
 @pytest.mark.parametrize('bits', [1, 7, 16, 19, 20, 24, 32, 33, 64, 100, 128,

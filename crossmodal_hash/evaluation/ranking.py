@@ -23,8 +23,10 @@ threads) and, for Hamming codes, per block of database items
 (`EvalOptions.db_block`): a first pass counts items per distance, a second
 ranks each block with the counts of the blocks before it as offsets, so memory
 is O(query_block * db_block) for any database size. Distances, label overlaps
-and sort keys of a block come from one jit-compiled kernel built on
-`retrieval.packing`; sorting and counting run in NumPy.
+and sort keys of a block come from one compiled kernel: on CPU the package's
+Hamming kernel (`retrieval.hamming_cpu`, numba; search uses the same one), on
+accelerators a jit-compiled XLA kernel built on `retrieval.packing`; sorting
+and counting run in NumPy.
 
 Conventions: relevance = sharing at least one label; graded relevance (NDCG)
 = the number of shared labels s, gain 2^s - 1, discount 1 / log2(1 + rank).
@@ -45,7 +47,9 @@ import numpy as np
 
 from crossmodal_hash.evaluation import closed_forms
 from crossmodal_hash.evaluation import precision_sums
+from crossmodal_hash.retrieval import hamming_cpu
 from crossmodal_hash.retrieval import packing
+from crossmodal_hash.retrieval import search
 
 TIE_POLICIES = ('index', 'tie_aware')
 EMPTY_POLICIES = ('zero', 'skip')
@@ -367,6 +371,23 @@ def hamming_problem(query_codes: np.ndarray, db_codes: np.ndarray,
   shift = _shift_for(graded, max_shared)
   kw = dict(graded=graded, dist_dtype=_uint_dtype(bits).name,
             key_dtype=_uint_dtype(((bits + 1) << shift) - 1).name)
+  num_db = len(dc)
+  blocks = tuple(slice(s, min(s + db_block, num_db))
+                 for s in range(0, num_db, db_block))
+  if search.resolve_kernel('auto') == 'cpu':
+    # The package's CPU Hamming kernel (the one search uses), on tiled codes.
+    q_words, ql_words = hamming_cpu.kernel_words(q), hamming_cpu.kernel_words(
+        qlp)
+    d_tiles, dl_tiles = hamming_cpu.to_tiles(d), hamming_cpu.to_tiles(dlp)
+
+    def cpu_block_fn(qs: slice, ds: slice):
+      return hamming_cpu.block_keys(
+          q_words[qs], d_tiles, ql_words[qs], dl_tiles, qn[qs], dn,
+          shift=shift, graded=graded, db_slice=ds,
+          dist_dtype=kw['dist_dtype'], key_dtype=kw['key_dtype'])
+
+    return _Problem(len(qc), num_db, bits + 1, shift, graded, blocks,
+                    cpu_block_fn)
   shift_arg = np.int32(shift)
   # Query blocks are padded to a power of two (>= _MIN_ROWS) of rows, and
   # small database blocks to a power of two (>= _MIN_COLS) of columns, so the
@@ -385,9 +406,6 @@ def hamming_problem(query_codes: np.ndarray, db_codes: np.ndarray,
                                 dn[dp], shift_arg, **kw)
     return np.asarray(dist)[:b, :t], np.asarray(key)[:b, :t]
 
-  num_db = len(dc)
-  blocks = tuple(slice(s, min(s + db_block, num_db))
-                 for s in range(0, num_db, db_block))
   return _Problem(len(qc), num_db, bits + 1, shift, graded, blocks, block_fn)
 
 

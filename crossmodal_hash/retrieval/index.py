@@ -10,7 +10,7 @@
 Codes are kept bit-packed on the host (`packing.pack_codes`); the device copy
 in the search layout is built on the first search after a change. With a
 `mesh`, the database is sharded over `mesh[axis]` (`sharded.py`); otherwise one
-device searches it (`search.py`). Either way the result is exact: indices
+device searches it (`search.py`: on CPU, numba's `hamming_cpu` kernel). Either way the result is exact: indices
 [Q, k] and distances [Q, k] int32 NumPy arrays ordered by (distance, index),
 with index -1 and distance bits + 1 in the slots past the index size.
 
@@ -111,21 +111,24 @@ class HammingIndex:
   def __init__(self, bits: int, *, mesh: jax.sharding.Mesh | None = None,
                axis: str = sharding.DATA_AXIS, chunk_size: int | None = None,
                query_batch: int | None = None,
-               metadata: dict[str, Any] | None = None):
+               metadata: dict[str, Any] | None = None, kernel: str = 'auto'):
     """An empty index.
 
     Args:
       bits: K, the code length (any K >= 1).
       mesh: shard the database over `mesh[axis]` when given.
       axis: the mesh axis for the database.
-      chunk_size: database items per search step (multiple of 32).
-      query_batch: queries per search step.
+      chunk_size: database items per search step (multiple of 32; XLA).
+      query_batch: queries per search step (XLA).
       metadata: a JSON-able dict saved with the index (`self.metadata`).
+      kernel: one-device search kernel, one of `search.KERNELS`.
     """
     packing.num_words(bits)  # validates bits
+    search_lib.resolve_kernel(kernel)  # validates kernel
     self.bits = int(bits)
     self.metadata = dict(metadata or {})
     self._ids: list[str] = []
+    self._kernel = kernel
     self._mesh, self._axis = mesh, axis
     self._chunk_size, self._query_batch = chunk_size, query_batch
     self._parts: list[np.ndarray] = []
@@ -209,7 +212,8 @@ class HammingIndex:
                                          chunk_size=self._chunk_size)
       else:
         self._prepared = search_lib.prepare(self.packed,
-                                            chunk_size=self._chunk_size)
+                                            chunk_size=self._chunk_size,
+                                            kernel=self._kernel)
     return self._prepared
 
   def search_packed(self, query, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,14 +1,19 @@
 """Exact k-nearest-neighbour search by Hamming distance on one device.
 
-    planar = search.prepare(db_packed)                 # once per database
-    indices, distances = search.search(q_packed, planar, k=100, bits=64)
+    prepared = search.prepare(db_packed)               # once per database
+    indices, distances = search.search(q_packed, prepared, k=100, bits=64)
 
-Queries are processed in batches of `query_batch` (a `lax.map`), the database
-in chunks of `chunk_size` items (a `lax.scan`); each (batch, chunk) step runs
-the radix select of `radix_select.chunk_topk` and merges its k candidates into
-the running top-k. Memory is O(query_batch * chunk_size / 4) bytes for the
-per-block counts plus O(query_batch * k * 32) for the descent, whatever the
-database size.
+Two kernels compute the same result. On CPU (the default there when numba is
+installed) it is `hamming_cpu.topk`, compiled by numba: XOR-popcount over
+tiled codes with a running k-th-distance bound (see that module). On GPU and
+TPU, or with `kernel='xla'`, it is the XLA radix select below.
+
+XLA kernel: queries are processed in batches of `query_batch` (a `lax.map`),
+the database in chunks of `chunk_size` items (a `lax.scan`); each (batch,
+chunk) step runs the radix select of `radix_select.chunk_topk` and merges its
+k candidates into the running top-k. Memory is O(query_batch * chunk_size / 4)
+bytes for the per-block counts plus O(query_batch * k * 32) for the descent,
+whatever the database size.
 
 Results: indices [Q, k] int32 and distances [Q, k] int32, ordered by
 (distance, database index). If the database has fewer than k items, the
@@ -24,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crossmodal_hash.retrieval import hamming
+from crossmodal_hash.retrieval import hamming_cpu
 from crossmodal_hash.retrieval import packing
 from crossmodal_hash.retrieval import radix_select
 
@@ -37,6 +43,8 @@ ACCELERATOR_CHUNK_SIZE = 1 << 22
 ACCELERATOR_QUERY_BATCH = 512
 # Budget (int32 elements) for one descent temporary [query_batch, k, 32].
 _DESCENT_ELEMENTS = 1 << 22
+# 'auto': the numba CPU kernel on a CPU backend when numba is there, else XLA.
+KERNELS = ('auto', 'cpu', 'xla')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,18 +101,39 @@ def chunk_size_for(num_items: int, chunk_size: int | None = None) -> int:
   return min(size, hamming.padded_size(max(num_items, 1)))
 
 
-def prepare(database, *, chunk_size: int | None = None) -> PlanarDatabase:
+def resolve_kernel(kernel: str = 'auto') -> str:
+  """'cpu' or 'xla' for a `kernel` argument (see `KERNELS`)."""
+  if kernel not in KERNELS:
+    raise ValueError(f'kernel must be one of {KERNELS}; got {kernel!r}.')
+  if kernel == 'cpu' and not hamming_cpu.AVAILABLE:
+    raise ValueError("kernel='cpu' needs numba (pip install numba).")
+  if kernel == 'auto':
+    return 'cpu' if _on_cpu() and hamming_cpu.AVAILABLE else 'xla'
+  return kernel
+
+
+def prepare(database, *, chunk_size: int | None = None,
+            kernel: str = 'auto') -> PlanarDatabase | hamming_cpu.Tiles:
   """Lays out packed database codes for `search_prepared`.
 
   Args:
     database: [N, W] uint32 packed codes.
-    chunk_size: items per chunk (a multiple of 32); default
+    chunk_size: XLA kernel: items per chunk (a multiple of 32); default
       `CPU_CHUNK_SIZE` on CPU, else `ACCELERATOR_CHUNK_SIZE`, shrunk to the
       padded database size.
+    kernel: one of `KERNELS`.
 
   Returns:
-    The database in planar chunks.
+    The database in planar chunks (XLA) or in tiles (`hamming_cpu.Tiles`).
   """
+  if resolve_kernel(kernel) == 'cpu':
+    if chunk_size is not None:
+      chunk_size_for(1, chunk_size)  # validated, unused by the CPU kernel
+    database = np.asarray(database)
+    if database.dtype != np.uint32 or database.ndim != 2:
+      raise ValueError('database must be [N, W] uint32 packed codes; got '
+                       f'{database.dtype} {database.shape}.')
+    return hamming_cpu.to_tiles(database)
   database = jnp.asarray(database, jnp.uint32)
   if database.ndim != 2:
     raise ValueError(f'database must be [N, W] packed codes; got shape '
@@ -192,9 +221,9 @@ def _search_prepared(query, chunks, num_valid, *, k, bits, query_batch):
       query_batch)
 
 
-def search_prepared(query, database: PlanarDatabase, *, k: int, bits: int,
-                    query_batch: int | None = None
-                    ) -> tuple[jax.Array, jax.Array]:
+def search_prepared(query, database: PlanarDatabase | hamming_cpu.Tiles, *,
+                    k: int, bits: int, query_batch: int | None = None
+                    ) -> tuple[jax.Array | np.ndarray, jax.Array | np.ndarray]:
   """Exact top-k of packed queries against a prepared database.
 
   Args:
@@ -202,15 +231,19 @@ def search_prepared(query, database: PlanarDatabase, *, k: int, bits: int,
     database: from `prepare`.
     k: results per query (>= 1; may exceed the database size).
     bits: K, the code length.
-    query_batch: queries per step (default `default_query_batch(k)`).
+    query_batch: XLA kernel: queries per step (default
+      `default_query_batch(k)`).
 
   Returns:
     indices [Q, k] int32 and distances [Q, k] int32, ordered by (distance,
     index); slots past the database size hold index -1, distance bits + 1.
+    NumPy arrays from the CPU kernel, JAX arrays from XLA.
   """
   if k < 1:
     raise ValueError(f'k must be >= 1; got {k}.')
   query = check_packed(query, bits, 'query')
+  if isinstance(database, hamming_cpu.Tiles):
+    return hamming_cpu.topk(np.asarray(query), database, k=k, bits=bits)
   if database.num_words != packing.num_words(bits):
     raise ValueError(f'The database packs {database.num_words} words per code; '
                      f'{bits}-bit codes need {packing.num_words(bits)}.')
@@ -222,24 +255,27 @@ def search_prepared(query, database: PlanarDatabase, *, k: int, bits: int,
 
 
 def search(query, database, *, k: int, bits: int,
-           query_batch: int | None = None,
-           chunk_size: int | None = None) -> tuple[jax.Array, jax.Array]:
+           query_batch: int | None = None, chunk_size: int | None = None,
+           kernel: str = 'auto'
+           ) -> tuple[jax.Array | np.ndarray, jax.Array | np.ndarray]:
   """Exact top-k Hamming search of packed codes (see `search_prepared`).
 
   Args:
     query: [Q, W] uint32 packed query codes.
-    database: [N, W] uint32 packed database codes, or a `PlanarDatabase`.
+    database: [N, W] uint32 packed database codes, or a prepared database.
     k: results per query.
     bits: K, the code length.
-    query_batch: queries per step.
-    chunk_size: database items per step (when `database` is not prepared).
+    query_batch: XLA kernel: queries per step.
+    chunk_size: XLA kernel: database items per step (when `database` is not
+      prepared).
+    kernel: one of `KERNELS` (when `database` is not prepared).
 
   Returns:
     indices [Q, k] int32 and distances [Q, k] int32 (see `search_prepared`).
   """
-  if not isinstance(database, PlanarDatabase):
+  if not isinstance(database, (PlanarDatabase, hamming_cpu.Tiles)):
     database = prepare(check_packed(database, bits, 'database'),
-                       chunk_size=chunk_size)
+                       chunk_size=chunk_size, kernel=kernel)
   return search_prepared(query, database, k=k, bits=bits,
                          query_batch=query_batch)
 

@@ -1,0 +1,56 @@
+"""CI smoke tests of benchmarks/hamming_search.py and input_pipeline.py."""
+import json
+import os
+import subprocess
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(args, tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)  # One CPU device unless the benchmark asks.
+  result = subprocess.run([sys.executable] + args, cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=600,
+                          check=False, stdin=subprocess.DEVNULL)
+  assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+  return result.stdout
+
+
+def test_hamming_search_one_device_and_sharded(tmp_path):
+  out = tmp_path / 'one.json'
+  stdout = _run(['benchmarks/hamming_search.py', '--num_db=5000',
+                 '--num_queries=40', '--bits=64,33', '--repeats=1',
+                 '--skip_faiss', f'--out={out}'], tmp_path)
+  assert 'yes (brute force, 16 queries)' in stdout
+  report = json.loads(out.read_text())
+  assert [r['bits'] for r in report['rows']] == [64, 33]
+  for row in report['rows']:
+    assert row['kernel'].startswith('numba hamming_cpu')
+    assert row['distances_equal_brute_force']
+    assert row['indices_equal_brute_force']
+  out = tmp_path / 'sharded.json'
+  stdout = _run(['benchmarks/hamming_search.py', '--num_db=5000',
+                 '--num_queries=10', '--bits=64', '--repeats=1',
+                 '--num_devices=8', '--check_queries=3', f'--out={out}'],
+                tmp_path)
+  report = json.loads(out.read_text())
+  row = report['rows'][0]
+  assert report['num_devices'] == 8
+  assert row['kernel'] == 'xla radix select, sharded over 8 cpu devices'
+  assert row['distances_equal_brute_force'] and row['indices_equal_brute_force']
+  assert row['peak_rss_gib'] > 0 and row['gpairs_per_s_per_device'] > 0
+
+
+def test_input_pipeline_times_the_streamed_passes(tmp_path):
+  stdout = _run(['benchmarks/input_pipeline.py', '--num_items=64',
+                 '--batch_size=16', '--image_size=16', '--workers=0',
+                 '--epochs=1', '--sources=memory,array_record_raw',
+                 f'--out={tmp_path}'], tmp_path)
+  assert 'streamed training passes (trainers/streaming.py)' in stdout
+  report = json.loads((tmp_path / 'input_pipeline.json').read_text())
+  assert report['path'].startswith('trainers/streaming.py')
+  assert [r['source'] for r in report['results']] == ['memory',
+                                                      'array_record_raw']
+  for row in report['results']:
+    assert row['batches'] == 4 and row['items_per_second'] > 0
