@@ -65,9 +65,7 @@ def main(argv):
     module = importlib.import_module(f'{method}_synthetic')
     runs[method] = {}
     for bits in _BITS.value:
-      arg = ','.join(filter(None, [f'bits={bits}', 'train.progress=false',
-                                   _CONFIG_ARG.value,
-                                   _METHOD_ARGS[method].value]))
+      arg = tables.run_arg(bits, _CONFIG_ARG.value, _METHOD_ARGS[method].value)
       config = module.get_config(arg)
       workdir = os.path.join(_OUT.value, f'{method}_synthetic_{bits}')
       tic = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The mAP tables the results benchmarks print and write (markdown)."""
+"""Pieces the results benchmarks share: config arguments, markdown tables."""
 from __future__ import annotations
 
 DIRECTIONS = (('i2t', 'I->T'), ('t2i', 'T->I'))
@@ -15,3 +15,9 @@ def map_table(rows: list[tuple[str, dict[str, dict[str, float]]]],
     cells = [f'{maps[b][d]:.4f}' for d, _ in DIRECTIONS for b in bits]
     lines.append('| ' + ' | '.join([name] + cells) + ' |')
   return '\n'.join(lines)
+
+
+def run_arg(bits: str, *extra: str) -> str:
+  """The config argument of one run: bits, no progress bar, then `extra`."""
+  return ','.join(filter(None, [f'bits={bits}', 'train.progress=false',
+                                *extra]))

@@ -31,13 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.dataset = user_files.wikipedia_dataset_config()
 
-  config.model = ml_collections.ConfigDict()
-  config.model.image_encoder = 'feature_mlp'
-  config.model.image_mlp_features = (4096,)
-  config.model.image_normalization = 'standardize'
-  config.model.text_hidden = 4096
-  config.model.init_std = 0.01
-  config.model.compute_dtype = 'float32'
+  config.model = config_utils.feature_input_model(text_hidden=4096)
 
   config.dsmhn = dsmhn.default_config()
   config.dsmhn.pair_weighting = 'balanced'

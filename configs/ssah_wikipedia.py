@@ -39,19 +39,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.dataset = user_files.wikipedia_dataset_config()
 
-  config.model = ml_collections.ConfigDict()
-  config.model.image_encoder = 'feature_mlp'  # Pre-extracted features.
-  config.model.image_mlp_features = (4096,)
-  config.model.image_normalization = 'standardize'
+  config.model = config_utils.feature_input_model(text_hidden=4096)
   config.model.semantic_dim = 512
   config.model.label_hidden = 4096
-  config.model.text_hidden = 4096
   # The text is a short feature vector (10 LDA topics in the classic release):
   # pooling windows must not exceed its length.
   config.model.text_pool_windows = (2, 5, 10)
   config.model.discriminator_hidden = (512, 256)
-  config.model.init_std = 0.01
-  config.model.compute_dtype = 'float32'
 
   config.ssah = ssah.default_config()
   config.ssah.sim_positive = 0.999  # As in the official code.

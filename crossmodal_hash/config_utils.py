@@ -31,6 +31,23 @@ class ConfigError(ValueError):
   """A config key or value is wrong: unknown, unparsable or out of range."""
 
 
+def feature_input_model(*, text_hidden: int,
+                        init_std: float = 0.01) -> ml_collections.ConfigDict:
+  """`config.model` of a method on pre-extracted features (e.g. Wikipedia).
+
+  An MLP image trunk (D -> 4096 ReLU) on standardised features, float32
+  compute; the method's config adds its own fields (SSAH: semantic_dim, ...).
+  """
+  model = ml_collections.ConfigDict()
+  model.image_encoder = 'feature_mlp'
+  model.image_mlp_features = (4096,)
+  model.image_normalization = 'standardize'
+  model.text_hidden = text_hidden
+  model.init_std = init_std
+  model.compute_dtype = 'float32'
+  return model
+
+
 def add_run_defaults(config: ml_collections.ConfigDict, *,
                      checkpoint_every_passes: int) -> ml_collections.ConfigDict:
   """Adds the `train`, `eval` and `mesh` sections every config shares.
