@@ -15,7 +15,9 @@ methods: random codes, and the ridge-regression baseline
 split). Writes
   <out>/wikipedia.md    the markdown tables (final query set; validation)
   <out>/wikipedia.json  every run's four directions, its validation record,
-                        selected checkpoint, seconds and config arguments
+                        selected checkpoint, training seconds (the passes'
+                        own, from metrics.jsonl, so a reused or resumed run
+                        keeps its training time) and config arguments
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ def main(argv):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   sys.path.insert(0, os.path.join(root, 'configs'))
   # pylint: disable=g-import-not-at-top
+  from crossmodal_hash import logging_utils
   from crossmodal_hash import trainers
   from crossmodal_hash.data import protocols
   from crossmodal_hash.data import registry as data_registry
@@ -70,15 +73,20 @@ def main(argv):
       workdir = os.path.join(_OUT.value, f'{method}_{bits}')
       tic = time.perf_counter()
       results = trainers.TRAINERS.get('alternating')(config, workdir)
+      records = logging_utils.read_metrics(
+          os.path.join(workdir, 'metrics.jsonl'))
       runs[method][bits] = {
-          'map': results['map'], 'seconds': time.perf_counter() - tic,
+          'map': results['map'],
+          'train_seconds': sum(r['seconds'] for r in records
+                               if 'network' in r),
+          'seconds': time.perf_counter() - tic,
           'selected_checkpoint': results['selected_checkpoint'],
           'query_set': results['query_set'], 'config_arg': arg}
       random_map.setdefault(bits, results['random_map'])
       query_set = results['query_set']
       print(f'{method} {bits} bits ({results["query_set"]}): '
-            f'{results["map"]} in {runs[method][bits]["seconds"]:.0f} s',
-            flush=True)
+            f'{results["map"]}; trained in '
+            f'{runs[method][bits]["train_seconds"]:.0f} s', flush=True)
       if bits not in baseline:
         data = data_registry.DATASETS.get(config.dataset.name)(config.dataset)
         split = protocols.split_for_run(data, config.dataset, workdir)
