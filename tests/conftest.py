@@ -28,7 +28,8 @@ sys.path.insert(0, os.path.join(REPO_ROOT, 'configs'))
 TINY_OVERRIDES = ','.join([
     'bits=16', 'dataset.num_items=600', 'dataset.num_query=96',
     'dataset.num_train=256', 'dataset.num_labels=8', 'dataset.vocab_size=200',
-    'dataset.image_size=16', 'dataset.feature_dim=64',
+    'dataset.image_size=16', 'dataset.feature_dim=64', 'dataset.num_val=0',
+    'eval.every_passes=0',
     'model.semantic_dim=32', 'model.label_hidden=64', 'model.text_hidden=64',
     'model.image_mlp_features=64', 'model.discriminator_hidden=32;16',
     'ssah.num_epochs=2', 'ssah.lab_passes=1', 'ssah.dis_passes=1',
