@@ -6,8 +6,10 @@ A checkpoint holds the training state (params, optimizer states, memories,
 step, RNG) without the method's write-only memories (`unsaved_memories`);
 its size is the state's bytes, computed from the shapes `method.init`
 produces (`jax.eval_shape`: nothing is allocated or trained). A workdir holds
-at most `train.max_checkpoints` of them (older ones are deleted), and at most
-one is written per `train.checkpoint_every_seconds`.
+at most `train.max_checkpoints` of them (older ones are deleted), plus the
+best one by validation mAP when the config has a validation split and a
+periodic evaluation (`<workdir>/best`), and at most one is written per
+`train.checkpoint_every_seconds`.
 
 Data dimensions: the synthetic configs' own; for the real datasets those of
 their usual releases (labels / text features / image input): MIRFLICKR-25K
@@ -95,11 +97,14 @@ def main() -> None:
   for path in sorted(glob.glob(os.path.join(REPO_ROOT, 'configs', '*.py'))):
     config = _load_config(path)
     size = checkpoint_bytes(config)
+    selects = (config.dataset.get('num_val', 0) > 0 and
+               config.eval.every_passes > 0)
+    kept = config.train.max_checkpoints + int(selects)
     rows.append({
         'config': os.path.relpath(path, REPO_ROOT),
         'checkpoint_mb': size / 1e6,
-        'max_checkpoints': config.train.max_checkpoints,
-        'workdir_checkpoints_mb': size * config.train.max_checkpoints / 1e6,
+        'max_checkpoints': kept,
+        'workdir_checkpoints_mb': size * kept / 1e6,
         'every_passes': config.train.checkpoint_every_passes,
         'every_seconds': config.train.checkpoint_every_seconds,
     })

@@ -119,7 +119,8 @@ def test_official_code_drifts_only_that_modalitys_discriminator(
 
 def test_modality_terms_match_the_loss_library(tiny_config):
   config = tiny_config('ssah.pairwise_form=official_code',
-                       'ssah.label_loss=bce', 'ssah.reduction=mean')
+                       'ssah.label_loss=bce', 'ssah.reduction=mean',
+                       'ssah.pair_weighting=none')
   data = _data(config)
   method = _method(config)
   state = method.init(jax.random.PRNGKey(0), data)
@@ -183,7 +184,10 @@ def test_bad_switch_values_are_rejected(tiny_config):
 @pytest.mark.parametrize('network', ['img', 'all'])
 def test_sharded_step_equals_unsharded(tiny_config, network):
   extra = ('ssah.schedule=interleaved',) if network == 'all' else ()
-  config = tiny_config(*extra)
+  # At init 0.01 some gradients are at rounding level, and Adam scales them to
+  # a full step whose sign depends on the reduction order over devices; 0.1
+  # keeps every compared update above that noise.
+  config = tiny_config('model.init_std=0.1', *extra)
   data = _data(config)
   method = _method(config)
   lr = (1e-3,) * 4 if network == 'all' else 1e-3
