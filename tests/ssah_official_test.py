@@ -32,6 +32,7 @@ def _config(tiny_config):
       'model.init_std=0.3', 'ssah.pairwise_form=official_code',
       'ssah.reduction=official', 'ssah.sim_positive=0.999',
       'ssah.label_loss=mse', 'ssah.adversarial=official_code',
+      'ssah.pair_weighting=none',
       f'ssah.alpha={ALPHA}', f'ssah.gamma={GAMMA}', f'ssah.beta={BETA}',
       f'ssah.eta={ETA}', f'ssah.delta={DELTA}')
 
