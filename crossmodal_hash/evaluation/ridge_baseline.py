@@ -46,12 +46,17 @@ class RidgeHash:
                     1, -1).astype(np.int8)
 
 
-def rbf(x: np.ndarray, anchors: np.ndarray, sigma: float) -> np.ndarray:
-  """[N, D], [M, D] -> [N, M] Gaussian RBF features (float64)."""
+def squared_distances(x: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+  """[N, D], [M, D] -> [N, M] squared Euclidean distances (float64, >= 0)."""
   x = np.asarray(x, np.float64)
   sq = (np.sum(x * x, 1)[:, None] + np.sum(anchors * anchors, 1)[None] -
         2.0 * x @ anchors.T)
-  return np.exp(-np.maximum(sq, 0.0) / (2.0 * sigma * sigma))
+  return np.maximum(sq, 0.0)
+
+
+def rbf(x: np.ndarray, anchors: np.ndarray, sigma: float) -> np.ndarray:
+  """[N, D], [M, D] -> [N, M] Gaussian RBF features (float64)."""
+  return np.exp(-squared_distances(x, anchors) / (2.0 * sigma * sigma))
 
 
 def fit(x: np.ndarray, targets: np.ndarray, lam: float, *,
@@ -60,11 +65,9 @@ def fit(x: np.ndarray, targets: np.ndarray, lam: float, *,
   x = np.asarray(x, np.float64).reshape(len(x), -1)
   rng = np.random.default_rng(seed)
   anchors = x[rng.choice(len(x), min(num_anchors, len(x)), replace=False)]
-  dist = np.sqrt(np.maximum(
-      np.sum(x * x, 1)[:, None] + np.sum(anchors * anchors, 1)[None] -
-      2.0 * x @ anchors.T, 0.0))
-  sigma = float(dist.mean())
-  phi = rbf(x, anchors, sigma)
+  sq = squared_distances(x, anchors)  # Once, for sigma and the features.
+  sigma = float(np.sqrt(sq).mean())
+  phi = np.exp(-sq / (2.0 * sigma * sigma))
   gram = phi.T @ phi + lam * np.eye(phi.shape[1])
   return RidgeHash(anchors, sigma, np.linalg.solve(gram, phi.T @ targets))
 

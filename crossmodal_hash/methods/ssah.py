@@ -237,10 +237,9 @@ class SSAH:
 
   # --------------------------------------------------------------- losses --
 
-  def _pairwise(self, a, stored, sim):
-    return losses.pairwise_likelihood(
-        a, stored, sim, self.hp.pairwise_form, self.hp.reduction,
-        losses.pair_weights(sim, self.hp.pair_weighting))
+  def _pairwise(self, a, stored, sim, weights):
+    return losses.pairwise_likelihood(a, stored, sim, self.hp.pairwise_form,
+                                      self.hp.reduction, weights)
 
   def _code_terms(self, out, labels):
     """The quantization and label terms of a batch's outputs."""
@@ -271,9 +270,10 @@ class SSAH:
     codes = memory['lab_code'].at[batch['index']].set(
         jax.lax.stop_gradient(out.code))
     sim = losses.similarity(labels, data['label'], self.hp.sim_positive)
+    weights = losses.pair_weights(sim, self.hp.pair_weighting)  # Both terms'.
     terms = {
-        'pairwise_feature': self._pairwise(out.feature, feats, sim),
-        'pairwise_code': self._pairwise(out.code, codes, sim),
+        'pairwise_feature': self._pairwise(out.feature, feats, sim, weights),
+        'pairwise_code': self._pairwise(out.code, codes, sim, weights),
         **self._code_terms(out, labels),
     }
     return terms, out
@@ -299,14 +299,16 @@ class SSAH:
     out = self.nets[modality].apply({'params': params},
                                     layers.at_least_float32(inputs))
     sim = losses.similarity(labels, data['label'], self.hp.sim_positive)
+    weights = losses.pair_weights(sim, self.hp.pair_weighting)  # Both terms'.
     feature = out.feature
     if self.hp.adversarial == 'official_code':
       feature = jax.lax.stop_gradient(feature)
     logits = self.discriminator.apply({'params': dis_params}, feature)
     terms = {
         'pairwise_feature': self._pairwise(out.feature, memory['lab_feat'],
-                                           sim),
-        'pairwise_code': self._pairwise(out.code, memory['lab_code'], sim),
+                                           sim, weights),
+        'pairwise_code': self._pairwise(out.code, memory['lab_code'], sim,
+                                        weights),
         **self._code_terms(out, labels),
         'adversarial': losses.adversarial_generator(logits),
     }
