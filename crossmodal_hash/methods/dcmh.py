@@ -33,10 +33,12 @@ Choices and differences, documented rather than copied:
   * sign(0) is +1 for B and for the codes (MATLAB's e_sign gives 0);
   * the public PyTorch port computes the text pass's balance term on a
     detached G (no gradient); here both passes follow the paper and TF code;
-  * `momentum` (default 0, the official plain SGD) adds heavy-ball momentum;
+  * `momentum` (default 0, the official plain SGD) adds heavy-ball momentum,
+    and `img_weight_decay` / `txt_weight_decay` (default 0, as the TF code)
+    L2 weight decay, which the MATLAB release uses (5e-4);
   * the MATLAB release differs from the TF code in ways not followed here:
-    text pass first, F and G start at zero, rates logspace(-1.5, -3), weight
-    decay 5e-4 and zero-mean texts. We follow the TF code, as SPEC 2.2 does.
+    text pass first, F and G start at zero, rates logspace(-1.5, -3) and
+    zero-mean texts. We follow the TF code, as SPEC 2.2 does.
 Trained from scratch (configs/dcmh_synthetic.py) the outputs start near zero,
 where the pairwise gradient vanishes; that config documents its higher rate
 and smaller eta.
@@ -69,6 +71,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.lr_start = 10.0 ** -1.5
   c.lr_end = 1e-6
   c.momentum = 0.0
+  # L2 weight decay of each net, added to its gradients (the MATLAB release
+  # uses 5e-4 for both; the TF and PyTorch code have none).
+  c.img_weight_decay = 0.0
+  c.txt_weight_decay = 0.0
   # 'balanced': similar and dissimilar pairs weighted equally (HashNet; not
   # in DCMH), for single-label data (losses.pair_weights).
   c.pair_weighting = 'none'
@@ -91,7 +97,11 @@ class DCMH:
       raise ValueError(f'config.dcmh.num_epochs={self.hp.num_epochs} must be '
                        '>= 1.')
     self.nets = common.code_nets(config, tanh=False)
-    self.optimizer = optax.trace(decay=self.hp.momentum)
+    self.optimizers = {
+        n: optax.chain(
+            optax.add_decayed_weights(self.hp[f'{n}_weight_decay']),
+            optax.trace(decay=self.hp.momentum))
+        for n in _STORED}
     self.bits = config.bits
     self.updates = {'img': self.update_img, 'txt': self.update_txt}
     self.begin = {'binary_codes': self.refresh_binary_codes}
@@ -116,7 +126,8 @@ class DCMH:
     memory['B'] = binary_codes(memory['F'], memory['G'])
     return base.TrainState(
         step=jnp.zeros((), jnp.int32), params=params,
-        opt_state={n: self.optimizer.init({n: p}) for n, p in params.items()},
+        opt_state={n: self.optimizers[n].init({n: p})
+                   for n, p in params.items()},
         memory=memory, rng=jax.random.fold_in(rng, 1))
 
   def learning_rate(self, epoch: int) -> float:
@@ -182,7 +193,8 @@ class DCMH:
       return self._weighted(terms), (terms, out)
 
     state, (terms, out) = common.gradient_step(
-        state, loss_fn, self.optimizer, learning_rate, params=(modality,),
+        state, loss_fn, self.optimizers[modality], learning_rate,
+        params=(modality,),
         opt=modality)
     mine = _STORED[modality][0]
     memory = dict(state.memory)
