@@ -106,8 +106,9 @@ def gradient_step(state: base.TrainState, loss_fn: Callable,
   Args:
     state: the training state.
     loss_fn: {name: params of name for name in `params`} -> (loss, aux).
-    optimizer: a learning-rate-free optax transform (see `base.apply_adam`).
-    learning_rate: [] the step's learning rate.
+    optimizer: a `base.make_optimizer` chain.
+    learning_rate: [] the step's learning rate (injected into the chain), or
+      None for a scheduled chain.
     params: names of the networks updated together.
     opt: the name of their optimizer state in `state.opt_state`, the
       optimizer's state of {name: state.params[name] for name in params}.
@@ -118,8 +119,9 @@ def gradient_step(state: base.TrainState, loss_fn: Callable,
   """
   current = {name: state.params[name] for name in params}
   grads, aux = jax.grad(loss_fn, has_aux=True)(current)
-  new, opt_state = base.apply_adam(optimizer, grads, state.opt_state[opt],
-                                   current, learning_rate)
+  new, opt_state = base.apply_optimizer(optimizer, grads,
+                                        state.opt_state[opt], current,
+                                        learning_rate)
   return state.replace(step=state.step + 1, params={**state.params, **new},
                        opt_state={**state.opt_state, opt: opt_state}), aux
 
