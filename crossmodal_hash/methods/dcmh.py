@@ -89,6 +89,7 @@ class DCMH:
     if self.hp.num_epochs < 1:
       raise ValueError(f'config.dcmh.num_epochs={self.hp.num_epochs} must be '
                        '>= 1.')
+    self.model = config.model
     self.nets = common.code_nets(config, tanh=False)
     # Plain SGD (heavy-ball with `momentum`); the epoch's rate is injected.
     self.optimizer = base.make_optimizer(base.optimizer_config(
@@ -97,6 +98,10 @@ class DCMH:
     self.updates = {'img': self.update_img, 'txt': self.update_txt}
     self.inputs = {'img': ('label', 'image'), 'txt': ('label', 'text')}
     self.begin = {'binary_codes': self.refresh_binary_codes}
+
+  def init_pretrained(self, params: dict[str, Any]) -> dict[str, Any]:
+    """A fresh run's params with a pretrained image trunk, if any."""
+    return common.init_pretrained(self.model, params)
 
   def init(self, rng: jax.Array, data: base.Batch) -> base.TrainState:
     """Initial state for a training set `data` ('image', 'text', 'label').

@@ -98,6 +98,7 @@ class DSMHN:
                         losses.LABEL_LOSSES)
     common.check_choice('config.dsmhn.pair_weighting',
                         self.hp.pair_weighting, losses.PAIR_WEIGHTINGS)
+    self.model = config.model
     self.nets = common.code_nets(config, tanh=True)
     self.classifier = heads.LabelHead(
         num_labels, init_std=config.model.init_std,
@@ -113,6 +114,10 @@ class DSMHN:
 
   def _classifier_key(self, modality: str) -> str:
     return 'shared' if self.hp.classifier == 'shared' else modality
+
+  def init_pretrained(self, params: dict[str, Any]) -> dict[str, Any]:
+    """A fresh run's params with a pretrained image trunk, if any."""
+    return common.init_pretrained(self.model, params)
 
   def init(self, rng: jax.Array, data: base.Batch) -> base.TrainState:
     """Initial state for a training set `data` ('image', 'text', 'label').

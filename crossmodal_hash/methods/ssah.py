@@ -59,18 +59,19 @@ import ml_collections
 from crossmodal_hash import losses
 from crossmodal_hash.methods import base
 from crossmodal_hash.methods import registry
-from crossmodal_hash.models import cnnf
 from crossmodal_hash.models import discriminator
 from crossmodal_hash.models import hashing_net
 from crossmodal_hash.models import label
 from crossmodal_hash.models import layers
-from crossmodal_hash.models import mlp
+from crossmodal_hash.models import registry as models_registry
 from crossmodal_hash.models import text
 
 ADVERSARIAL_MODES = ('paper', 'official_code')
 MODALITIES = ('img', 'txt')
 SCHEDULES = ('official', 'interleaved')
 NETWORKS = ('lab', 'dis', 'img', 'txt')
+# Where a pretrained image trunk goes (models/registry.py).
+PRETRAINED_TRUNKS = {('img', 'encoder'): 'image_encoder'}
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -107,25 +108,6 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def image_encoder(model: ml_collections.ConfigDict, dtype: Any,
-                  bias_std: float | None = None):
-  """The image trunk named by `config.model.image_encoder`.
-
-  `bias_std` applies to the new layers of 'feature_mlp' (CNN-F's are
-  pretrained, or Flax-initialised from scratch).
-  """
-  name = model.image_encoder
-  if name == 'cnnf':
-    return cnnf.cnnf_224(dtype=dtype)
-  if name == 'cnnf_small':
-    return cnnf.cnnf_small(dtype=dtype)
-  if name == 'feature_mlp':
-    return mlp.MLP(features=tuple(model.image_mlp_features), dtype=dtype,
-                   bias_std=bias_std)
-  raise ValueError(f'Unknown config.model.image_encoder {name!r}; expected '
-                   "'cnnf', 'cnnf_small' or 'feature_mlp'.")
-
-
 @registry.METHODS.register('ssah')
 class SSAH:
   """SSAH's networks, losses, updates and schedule, built from a config."""
@@ -148,7 +130,7 @@ class SSAH:
                   losses.REDUCTIONS)
     _check_choice('config.ssah.pair_weighting', self.hp.pair_weighting,
                   losses.PAIR_WEIGHTINGS)
-    model = config.model
+    model = self.model = config.model
     dtype = jnp.dtype(model.compute_dtype)
     init = dict(init_std=model.init_std,
                 bias_std=model.get('bias_init_std', model.init_std))
@@ -160,7 +142,8 @@ class SSAH:
                                        **init),
             **heads),
         'img': hashing_net.HashingNet(
-            encoder=image_encoder(model, dtype, init['bias_std']), **heads),
+            encoder=models_registry.build('image_encoder', model, dtype,
+                                          init['bias_std']), **heads),
         'txt': hashing_net.HashingNet(
             encoder=text.MultiScaleTextEncoder(
                 pool_windows=tuple(model.text_pool_windows),
@@ -189,6 +172,12 @@ class SSAH:
                    'all': ('label', 'image', 'text')}
 
   # ---------------------------------------------------------------- state --
+
+  def init_pretrained(self, params: dict[str, Any]) -> dict[str, Any]:
+    """A fresh run's params with the image trunk's pretrained weights (a
+    CNN-F file in `config.model.pretrained_cnnf`), if the config names any."""
+    return models_registry.merge_pretrained(params, self.model,
+                                            PRETRAINED_TRUNKS)
 
   def init(self, rng: jax.Array, data: base.Batch) -> base.TrainState:
     """Initial state for a training set `data` ('image', 'text', 'label').

@@ -44,8 +44,9 @@ from crossmodal_hash.data import types
 from crossmodal_hash.evaluation import suite
 from crossmodal_hash.methods import base
 from crossmodal_hash.methods import registry as method_registry
-from crossmodal_hash.models import cnnf_weights
+from crossmodal_hash.models import registry as models_registry
 from crossmodal_hash.trainers import evaluation_hooks
+from crossmodal_hash.trainers import evaluators as evaluators_lib
 from crossmodal_hash.trainers import model_selection
 from crossmodal_hash.trainers import streaming
 
@@ -139,14 +140,15 @@ def make_mesh(config: ml_collections.ConfigDict,
 
 def place_training_set(config: ml_collections.ConfigDict,
                        train: types.MultiModalData, mesh: jax.sharding.Mesh,
-                       pretrained: cnnf_weights.PretrainedCNNF | None
+                       mean_image: np.ndarray | None
                       ) -> tuple[str, tuple[np.ndarray, np.ndarray],
                                  dict[str, jax.Array]]:
   """(placement, image statistics, the resident arrays on the devices).
 
   'device' puts 'image' [T, ...] there too; 'stream' only 'label', 'text' and
-  the statistics (see `streaming.resident_arrays`). A pretrained CNN-F
-  supplies the mean image of 'pretrained_mean' normalisation.
+  the statistics (see `streaming.resident_arrays`). `mean_image` (of the
+  image encoder's pretrained file, `models.registry.mean_image`) is what
+  'pretrained_mean' normalisation subtracts.
   """
   placement = streaming.choose_placement(config.train.data_placement,
                                          train.images,
@@ -155,7 +157,7 @@ def place_training_set(config: ml_collections.ConfigDict,
                placement, len(train), train.images.shape)
   image_stats = preprocess.image_statistics(
       train.images, config.model.image_normalization,
-      mean_image=None if pretrained is None else pretrained.mean_image)
+      mean_image=mean_image)
   device_data = sharding.put_replicated(
       streaming.resident_arrays(train, image_stats,
                                 with_images=placement == 'device'), mesh)
@@ -163,16 +165,16 @@ def place_training_set(config: ml_collections.ConfigDict,
 
 
 def fresh_state(method: base.Method, seed: int, init_data: dict[str, Any],
-                mesh: jax.sharding.Mesh,
-                pretrained: cnnf_weights.PretrainedCNNF | None
+                mesh: jax.sharding.Mesh, *, pretrained: bool = True
                ) -> base.TrainState:
-  """`method.init`'s state (replicated), with the image trunk of a
-  pretrained CNN-F if one is given."""
+  """`method.init`'s state (replicated); with `pretrained`, then the
+  method's `init_pretrained` (weights from files its config names, e.g. a
+  CNN-F trunk through models/registry.py)."""
   state = jax.jit(method.init, out_shardings=sharding.replicated(mesh))(
       jax.random.PRNGKey(seed), init_data)
-  if pretrained is not None:
+  if pretrained and hasattr(method, 'init_pretrained'):
     state = state.replace(params=sharding.put_replicated(
-        pretrained.merge_into(state.params), mesh))
+        method.init_pretrained(state.params), mesh))
   return state
 
 
@@ -236,8 +238,8 @@ class Run:
     placement: 'device' or 'stream'.
     image_stats: the training images' (mean, inv_scale).
     device_data: the resident arrays (see `place_training_set`).
-    pretrained: a pretrained CNN-F to start the image trunk from, or None.
     evaluators: {'test', 'validation'}, the split's non-empty query sets.
+    evals: `config.evals`' evaluators by name (trainers/evaluators.py).
     best: the best state by periodic validation mAP, or None.
   """
   config: ml_collections.ConfigDict
@@ -253,8 +255,8 @@ class Run:
   placement: str
   image_stats: tuple[np.ndarray, np.ndarray]
   device_data: dict[str, jax.Array]
-  pretrained: cnnf_weights.PretrainedCNNF | None
   evaluators: dict[str, evaluation_hooks.Evaluator]
+  evals: dict[str, Any]
   best: model_selection.BestCheckpoint | None = None
 
   @classmethod
@@ -282,20 +284,21 @@ class Run:
       data_sha256 = splits.data_checksum(data)
       meta = check_resumable(checkpointer, config, split, data_sha256)
       train = data.take(split.train)
-      # The file gives a fresh run its trunk and any 'pretrained_mean' run
-      # its mean image; a resumed run without that normalisation never reads
-      # it.
-      needs_file = (meta is None or
-                    config.model.image_normalization == 'pretrained_mean')
-      pretrained = cnnf_weights.maybe_load(
-          config.model.pretrained_cnnf if needs_file else '',
-          config.model.image_encoder)
+      # A pretrained file gives a fresh run its trunk (`init_or_restore`)
+      # and any 'pretrained_mean' run its mean image; a resumed run without
+      # that normalisation never reads it.
+      if meta is None:
+        models_registry.check_pretrained(config.model)
+      mean_image = (models_registry.mean_image(config.model)
+                    if config.model.image_normalization == 'pretrained_mean'
+                    else None)
       placement, image_stats, device_data = place_training_set(
-          config, train, mesh, pretrained)
+          config, train, mesh, mean_image)
       checkpointer.unsaved_memories = getattr(method, 'unsaved_memories', ())
       evaluators = evaluation_hooks.Evaluator.for_split(
           split, method=method, data=data, mesh=mesh,
           batch_size=config.eval.batch_size, image_stats=image_stats)
+      evals = evaluators_lib.from_config(config)
     except BaseException:
       checkpointer.close()
       raise
@@ -303,8 +306,8 @@ class Run:
               train=train, mesh=mesh, method=method, checkpointer=checkpointer,
               meta=meta, data_sha256=data_sha256, placement=placement,
               image_stats=image_stats, device_data=device_data,
-              pretrained=pretrained, evaluators=evaluators)
-    if 'validation' in evaluators and eval_every > 0:
+              evaluators=evaluators, evals=evals)
+    if 'validation' in evaluators and eval_every > 0 and run.has_periodic:
       run.best = model_selection.BestCheckpoint(workdir)
     if meta is None and jax.process_index() == 0:
       splits.reuse_or_save(os.path.join(workdir, 'split.npz'), split)
@@ -346,9 +349,8 @@ class Run:
                      ) -> tuple[base.TrainState, int]:
     """(state, the position to continue from): fresh, or the checkpoint's.
 
-    A fresh state is `method.init`'s, then the model's own pretrained
-    weights (a CNN-F trunk) if the config names a file; a resumed one has
-    them in its checkpoint.
+    A fresh state is `fresh_state`'s (pretrained weights included); a
+    resumed one has them in its checkpoint.
 
     Args:
       position_key: the metadata key of the family's position ('pass_index'
@@ -356,8 +358,7 @@ class Run:
       batches_per_unit: batches per unit of that position (a pass's, or 1).
     """
     state = fresh_state(self.method, self.config.seed, self.init_data(),
-                        self.mesh,
-                        self.pretrained if self.meta is None else None)
+                        self.mesh, pretrained=self.meta is None)
     if self.meta is None:
       return state, 0
     state, meta = self.checkpointer.restore(
@@ -395,33 +396,43 @@ class Run:
     """Validation queries if the split has them, else the test queries."""
     return self.evaluators.get('validation', self.evaluators.get('test'))
 
+  @property
+  def has_periodic(self) -> bool:
+    """Whether `config.evals` names any periodic evaluator."""
+    return any(e.periodic for e in self.evals.values())
+
   def periodic_eval(self, state: base.TrainState, record: dict[str, Any],
                     done: int, meta: Callable[[], dict[str, Any]]
-                   ) -> dict[str, Any]:
-    """mAP@all of the current params; the state is only read (and, for
-    model selection, saved as the best if it is).
+                   ) -> list[dict[str, Any]]:
+    """The periodic evaluators of `config.evals`; the state is only read
+    (and, for model selection, saved as the best if it is).
 
     Args:
       state: the current state.
-      record: the metrics record's position entries (e.g. {'pass': p}).
+      record: the metrics records' position entries (e.g. {'pass': p}).
       done: passes (steps) done, the best checkpoint's position.
       meta: the checkpoint metadata of that position.
 
     Returns:
-      The metrics record: `record`, 'step', the mAPs, code statistics, the
-      query set and, with model selection, whether this is the best.
+      One metrics record per periodic evaluator: `record`, 'evaluator' and
+      its entries, with model selection (by the first that reports mAPs)
+      whether this is the best.
     """
-    evaluator = self.periodic_evaluator
-    maps, codes = evaluation_hooks.periodic_evaluation(
-        evaluator, base.inference_params(state), self.config.eval)
-    out = evaluation_hooks.map_record(0, int(state.step), maps, codes)
-    out.pop('pass', None)
-    out = {**record, **out, 'query_set': evaluator.name}
-    if self.best is not None:
-      out['best'] = self.best.update(done, state, maps, meta())
-    logging.info('%s: mAP@all %s', record,
-                 ', '.join(f'{d} {v:.4f}' for d, v in maps.items()))
-    return out
+    records, selected = [], False
+    for name, evaluator in self.evals.items():
+      if not evaluator.periodic:
+        continue
+      out = dict(evaluator(self, state))
+      maps = out.pop('maps', None)
+      out = {**record, **out, 'evaluator': name}
+      if maps is not None and self.best is not None and not selected:
+        out['best'] = self.best.update(done, state, maps, meta())
+        selected = True
+      if maps is not None:
+        logging.info('%s %s: mAP@all %s', record, name,
+                     ', '.join(f'{d} {v:.4f}' for d, v in maps.items()))
+      records.append(out)
+    return records
 
   def raise_non_finite(self, where: str, metrics: dict[str, Any]) -> None:
     """Raises NonFiniteError, naming the last good checkpoint."""
@@ -454,25 +465,25 @@ class Run:
                                      else state)
     finally:
       self.close()
-    evaluator = self.evaluators.get('test', self.evaluators.get('validation'))
-    if evaluator.name != 'test':
+    if 'test' not in self.evaluators:
       logging.warning('The dataset has no test queries (config.dataset.'
                       'num_query = 0 and no fixed split): the final report is '
                       'of the validation split, which selected the '
                       'checkpoint.')
     logging.info('Final evaluation of the %s checkpoint: %s',
                  selected['checkpoint'], selected['why'])
-    results = evaluation_hooks.final_evaluation(
-        evaluator, params, self.config, self.workdir,
-        metadata={'method': self.config.method,
-                  'dataset': self.config.dataset.name,
-                  'step': int(state.step), unit: total,
-                  'split_sha256': splits.checksum(self.split),
-                  'query_set': evaluator.name,
-                  'selected_checkpoint': selected,
-                  'relevance': 'shares at least one label'})
+    metadata = {'method': self.config.method,
+                'dataset': self.config.dataset.name,
+                'step': int(state.step), unit: total,
+                'split_sha256': splits.checksum(self.split),
+                'selected_checkpoint': selected,
+                'relevance': 'shares at least one label'}
+    results = {}
+    for evaluator in self.evals.values():
+      if not evaluator.periodic:
+        results.update(evaluator(self, params, metadata))
     results['selected_checkpoint'] = selected
     # The table itself is the caller's to print (main prints it once).
     logging.debug('Evaluation written to %s; headline mAP@all: %s',
-                  os.path.join(self.workdir, 'eval'), results['map'])
+                  os.path.join(self.workdir, 'eval'), results.get('map'))
     return results
