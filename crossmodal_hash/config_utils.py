@@ -14,7 +14,7 @@ RESUMABLE_CHANGES = (
     'train.checkpoint_every_passes', 'train.checkpoint_every_seconds',
     'train.checkpoint_every_steps', 'train.max_checkpoints', 'train.progress',
     'train.batches_per_call', 'train.data_placement', 'train.max_device_bytes',
-    'train.stream_workers', 'train.tensorboard', 'mesh', 'eval',
+    'train.stream_workers', 'train.tensorboard', 'mesh', 'eval', 'evals',
 )
 
 # Keys that may change on resume when the data read is the same (its
@@ -105,10 +105,23 @@ def add_run_defaults(config: ml_collections.ConfigDict, *,
   config.eval.db_block = 65536
   config.eval.num_threads = 0  # 0: min(4, CPU count).
 
+  config.evals = default_evals()
+
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1  # All devices.
   config.mesh.model = 1
   return config
+
+
+def default_evals() -> ml_collections.ConfigDict:
+  """`config.evals`: the evaluators of a run by name, each a `type` of
+  trainers/evaluators.py (as big_vision's `config.evals`): mAP@all every
+  `eval.every_passes` passes (`eval.every_steps` steps), the full report at
+  the end."""
+  c = ml_collections.ConfigDict()
+  c.periodic = ml_collections.ConfigDict({'type': 'periodic_map'})
+  c.final = ml_collections.ConfigDict({'type': 'final_report'})
+  return c
 
 
 def apply_arg(config: ml_collections.ConfigDict,
@@ -220,6 +233,9 @@ _MINIMUMS = (
     ('train.max_checkpoints', 1), ('train.batches_per_call', 0),
     ('train.max_device_bytes', 0), ('train.stream_workers', 0),
     ('eval.every_passes', 0), ('eval.query_block', 1), ('eval.db_block', 1),
+    # The per-step family's (trainers/per_step.py).
+    ('train.checkpoint_every_steps', 1), ('train.log_every_steps', 1),
+    ('eval.every_steps', 0),
     ('eval.num_threads', 0), ('dataset.num_items', 1),
     # 0: the dataset's fixed split, or its protocol's sizes.
     ('dataset.num_query', 0), ('dataset.num_train', 0),

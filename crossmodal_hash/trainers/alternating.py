@@ -324,13 +324,13 @@ class _Loop:
     return state
 
   def _periodic_eval(self, p, state, writer):
-    """mAP@all of the current params (see `harness.Run.periodic_eval`)."""
-    record = self.h.periodic_eval(state, {'pass': p}, p + 1,
-                                  lambda: self.meta(p + 1))
-    writer.write(record)
-    self.postfix.update({f'map_{d}': f'{v:.3f}'
-                         for d, v in record['eval_map'].items()
-                         if d in ('i2t', 't2i')})
+    """`config.evals`' periodic evaluators (`harness.Run.periodic_eval`)."""
+    for record in self.h.periodic_eval(state, {'pass': p}, p + 1,
+                                       lambda: self.meta(p + 1)):
+      writer.write(record)
+      self.postfix.update({f'map_{d}': f'{v:.3f}'
+                           for d, v in record.get('eval_map', {}).items()
+                           if d in ('i2t', 't2i')})
     self.bar.update(0, **self.postfix)
 
 

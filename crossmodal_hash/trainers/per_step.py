@@ -231,8 +231,9 @@ def _loop(run: harness.Run, holder: dict[str, Any], steps, *, start: int,
       if save:
         run.checkpointer.save(done, state, meta(done))
       if evaluate:
-        writer.write(run.periodic_eval(state, {'step_index': s}, done,
-                                       lambda: meta(done)))
+        for record in run.periodic_eval(state, {'step_index': s}, done,
+                                        lambda: meta(done)):
+          writer.write(record)
     return state
   finally:
     bar.close()
