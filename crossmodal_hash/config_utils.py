@@ -21,7 +21,7 @@ RESUMABLE_CHANGES = (
 # checksum matches the one recorded with the checkpoint): a moved file.
 SAME_DATA_CHANGES = ('dataset.path',)
 
-# Where the training set lives (see trainers/alternating.py).
+# Where the training set lives (see trainers/streaming.py).
 DATA_PLACEMENTS = ('auto', 'device', 'stream')
 
 

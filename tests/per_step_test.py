@@ -265,7 +265,7 @@ def test_one_jitted_call_per_batch_traced_once():
           'image_mean': np.zeros(24, np.float32),
           'image_inv_scale': np.ones(24, np.float32)}
   data = sharding.put_replicated(data, mesh)
-  state = harness.fresh_state(method, 0, data, mesh, None)
+  state = harness.fresh_state(method, 0, data, mesh)
   step = per_step.make_device_step(
       method, batch_size=32, num_batches=2, mesh=mesh,
       trace_guard=chex.assert_max_traces(n=1))

@@ -7,38 +7,33 @@ and `schedule(epoch)` of Phases (see methods/base.py); this module owns the
 rest. Hyper-parameters of method M live in `config.M`, whose `num_epochs` is
 the number of outer epochs.
 
-One run, start to end:
-  1. load the dataset by name and draw its protocol's split
-     (`data.protocols.split_for_run`: the dataset's fixed split or a seeded
-     random one), checked against `<workdir>/split.npz` if there;
+One run, start to end (steps 1-4 and 6-7 are the harness's,
+trainers/harness.py, shared with the per-step family):
+  1. load the dataset by name and draw its protocol's split, checked against
+     `<workdir>/split.npz` if there;
   2. build the mesh, check the batch sizes and any checkpoint in the workdir
      (an incompatible one, or another split, stops the run before anything is
      written); a fresh run then saves its split with its checksum;
   3. place the training set (`config.train.data_placement`): 'device' puts
-     it on every device; 'stream' keeps only labels, texts and image
-     statistics there and reads images batch by batch (trainers/streaming.py;
-     'auto' streams lazy images and images over `max_device_bytes`);
-  4. initialise or restore the state (params, optimizer states, memories, RNG)
+     it on every device; 'stream' keeps only the resident fields there and
+     reads images batch by batch (trainers/streaming.py), only in the passes
+     whose update declares them (`Method.inputs`);
+  4. initialise (with the method's pretrained weights) or restore the state
      and the data position, the index of the next pass of the schedule;
-  5. run the schedule: before a phase's first pass, its `begin` hook if it
-     names one (one jitted call over the resident arrays); pass p visits the
-     training set in the order of the permutation `fold_in(state.rng, p)`:
-     with 'device' placement as jitted calls that each scan over
-     `batches_per_call` batches gathered on the devices, with 'stream' one
-     jitted step per batch from the grain pipeline (batches split over the
-     mesh's `data` axis, the state donated, in both);
+  5. run the schedule (this module): before a phase's first pass, its `begin`
+     hook if it names one (one jitted call over the resident arrays); pass p
+     visits the training set in the order of the permutation
+     `fold_in(state.rng, p)`: with 'device' placement as jitted calls that
+     each scan over `batches_per_call` batches gathered on the devices, with
+     'stream' one jitted step per batch from the grain pipeline (batches
+     split over the mesh's `data` axis, the state donated, in both);
   6. after each pass: NaN/Inf check, JSON-lines metrics, progress, checkpoint
      (with the data position), and every `config.eval.every_passes` passes
-     mAP@all of the validation queries against the validation database
-     (`config.dataset.num_val` > 0; the state is only read), the best state
-     by validation mAP kept in `<workdir>/best` (trainers/model_selection.py);
-     without a validation split, of the test queries, and nothing selected;
-  7. restore the selected params (the best by validation, else the last),
-     encode the protocol's queries and retrieval set, read for the first time
-     here, and run the evaluation suite (trainers/evaluation_hooks.py): the
-     printed table, evaluation.json (saying which checkpoint and why),
-     map.json, codes and plots in `<workdir>/eval`. A dataset without test
-     queries (a training-set-only file) reports its validation split.
+     the periodic evaluators of `config.evals` (mAP@all of the validation
+     queries, the best state kept in `<workdir>/best`);
+  7. restore the selected params (the best by validation, else the last) and
+     run the final evaluators of `config.evals` (the full report in
+     `<workdir>/eval`).
 
 The 'image' modality may be pixels [N, H, W, 3], features [N, D] or video
 clips [N, T, H, W, 3]: batches are gathered and normalised over the last axis

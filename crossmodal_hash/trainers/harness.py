@@ -10,15 +10,16 @@ only. Everything around the loop is here:
      method lists in `resumable_keys` may change) and the split, places the
      training set ('device' or 'stream', trainers/streaming.py), builds the
      method from the registry, and the evaluators of the split;
-  2. `Run.init_or_restore` gives a fresh state (with the pretrained CNN-F
-     trunk if the config names one) or the latest checkpoint's, with the
-     saved position (pass or step) of the family;
-  3. `Run.save`, `Run.periodic_eval`, `Run.check_finite` and the metrics
-     writer serve the loop: checkpoints with the data position, mAP@all of the
-     validation queries every N passes or steps with the best state kept in
-     `<workdir>/best` (trainers/model_selection.py), NaN/Inf checks;
+  2. `Run.init_or_restore` gives a fresh state (with the method's
+     pretrained weights, `init_pretrained`) or the latest checkpoint's, with
+     the saved position (pass or step) of the family;
+  3. `Run.checkpoint_meta`, `Run.periodic_eval`, `Run.raise_non_finite` and
+     `Run.metrics_writer` serve the loop: checkpoints with the data position,
+     the periodic evaluators of `config.evals` (trainers/evaluators.py) every
+     N passes or steps, the best state by validation mAP kept in
+     `<workdir>/best` (trainers/model_selection.py), NaN/Inf errors;
   4. `Run.finish` restores the selected params (best by validation, else the
-     last) and runs the final evaluation suite (trainers/evaluation_hooks.py).
+     last) and runs the final evaluators of `config.evals`.
 """
 from __future__ import annotations
 
