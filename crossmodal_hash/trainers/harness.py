@@ -299,7 +299,7 @@ class Run:
       evaluators = evaluation_hooks.Evaluator.for_split(
           split, method=method, data=data, mesh=mesh,
           batch_size=config.eval.batch_size, image_stats=image_stats)
-      evals = evaluators_lib.from_config(config)
+      evals = evaluators_lib.from_config(config, method)
     except BaseException:
       checkpointer.close()
       raise
