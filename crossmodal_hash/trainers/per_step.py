@@ -236,6 +236,7 @@ def _loop(run: harness.Run, holder: dict[str, Any], steps, *, start: int,
           writer.write(record)
     return state
   finally:
+    steps.close()  # Closes a streamed pass's pipeline iterator.
     bar.close()
     writer.close()
 
