@@ -51,7 +51,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from crossmodal_hash import losses
 from crossmodal_hash.methods import base
@@ -82,7 +81,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 @registry.METHODS.register('dcmh')
-class DCMH:
+class DCMH(common.PretrainedImageTrunk):
   """DCMH's networks, losses, updates and schedule, built from a config."""
 
   trainer = 'alternating'
@@ -96,14 +95,18 @@ class DCMH:
     if self.hp.num_epochs < 1:
       raise ValueError(f'config.dcmh.num_epochs={self.hp.num_epochs} must be '
                        '>= 1.')
+    self.model = config.model
     self.nets = common.code_nets(config, tanh=False)
+    # Plain SGD (heavy-ball with `momentum`, L2 weight decay), one chain per
+    # net; the epoch's rate is injected.
     self.optimizers = {
-        n: optax.chain(
-            optax.add_decayed_weights(self.hp[f'{n}_weight_decay']),
-            optax.trace(decay=self.hp.momentum))
+        n: base.make_optimizer(base.optimizer_config(
+            name='sgd', momentum=self.hp.momentum,
+            weight_decay=self.hp[f'{n}_weight_decay']))
         for n in _STORED}
     self.bits = config.bits
     self.updates = {'img': self.update_img, 'txt': self.update_txt}
+    self.inputs = {'img': ('label', 'image'), 'txt': ('label', 'text')}
     self.begin = {'binary_codes': self.refresh_binary_codes}
 
   def init(self, rng: jax.Array, data: base.Batch) -> base.TrainState:
@@ -202,13 +205,13 @@ class DCMH:
     return state.replace(memory=memory), {'loss': self._weighted(terms),
                                           **terms}
 
-  def update_img(self, state, batch, data, learning_rate):
+  def update_img(self, state, batch, data, step):
     """One SGD step of the image net; refreshes the batch's rows of F."""
-    return self._update('img', state, batch, data, learning_rate)
+    return self._update('img', state, batch, data, step.learning_rate)
 
-  def update_txt(self, state, batch, data, learning_rate):
+  def update_txt(self, state, batch, data, step):
     """One SGD step of the text net; refreshes the batch's rows of G."""
-    return self._update('txt', state, batch, data, learning_rate)
+    return self._update('txt', state, batch, data, step.learning_rate)
 
   def encode(self, params: dict[str, Any], modality: str,
              inputs: jax.Array) -> jax.Array:
