@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from crossmodal_hash import cli
+from crossmodal_hash import encoding
 from crossmodal_hash import data as data_lib  # Registers the datasets.
 from crossmodal_hash import file_io
 from crossmodal_hash import logging_utils
@@ -23,6 +24,7 @@ from crossmodal_hash.data import types
 from crossmodal_hash.evaluation import plots
 from crossmodal_hash.evaluation import report
 from crossmodal_hash.evaluation import suite
+from crossmodal_hash.retrieval import index as index_lib
 
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 RUN = 'gs://bucket/runs/one'
@@ -146,3 +148,21 @@ def test_run_record_report_and_plots_in_object_storage(gcs, tiny_config):
   report.save_codes(f'{RUN}/eval/codes.npz', **codes, query_labels=labels_q)
   np.testing.assert_array_equal(
       report.load_codes(f'{RUN}/eval/codes.npz')['image_db'], codes['image_db'])
+
+
+def test_index_files_in_object_storage(gcs):
+  rng = np.random.default_rng(1)
+  codes = np.where(rng.standard_normal((30, 24)) >= 0, 1, -1)
+  index = index_lib.HammingIndex(24, metadata={'modality': 'image'})
+  index.add(codes, ids=[f'item{i}' for i in range(30)])
+  index.save(f'{RUN}/index/image.cmhidx')
+  index.export_faiss(f'{RUN}/index/image.faiss')
+  assert sorted(os.listdir(gcs / 'bucket/runs/one/index')) == [
+      'image.cmhidx', 'image.faiss']
+  loaded = index_lib.HammingIndex.load(f'{RUN}/index/image.cmhidx', bits=24)
+  assert loaded.ids == index.ids and loaded.metadata == index.metadata
+  np.testing.assert_array_equal(loaded.packed, index.packed)
+  from_faiss = index_lib.HammingIndex.import_faiss(f'{RUN}/index/image.faiss',
+                                                   bits=24)
+  np.testing.assert_array_equal(from_faiss.packed, index.packed)
+  assert encoding.read_records(f'{RUN}/index/image.items.jsonl') == []

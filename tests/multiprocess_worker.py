@@ -80,8 +80,10 @@ class _Hold:
       self.wait()  # This process's part of every earlier checkpoint is written
       # and, once all processes are here, process 0 has committed them.
       multihost_utils.sync_global_devices(f'hold at checkpoint {cls.step}')
-      with open(held_path(cls.workdir, jax.process_index()), 'w') as f:
+      marker = held_path(cls.workdir, jax.process_index())
+      with open(marker + '.tmp', 'w') as f:
         f.write(str(self.latest_step()))
+      os.replace(marker + '.tmp', marker)  # The test never reads half of it.
       while True:  # Until SIGKILL.
         time.sleep(60)
 
