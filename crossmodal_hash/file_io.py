@@ -60,7 +60,7 @@ def listdir(p: PathLike) -> list[str]:
   """The names in folder `p`; [] if it does not exist."""
   try:
     return [child.name for child in path(p).iterdir()]
-  except (OSError, FileNotFoundError):
+  except OSError:
     return []
 
 

@@ -32,8 +32,8 @@ from absl import flags
 import numpy as np
 
 from crossmodal_hash import encoding
-from crossmodal_hash import file_io
 from crossmodal_hash import engine as engine_lib
+from crossmodal_hash import file_io
 from crossmodal_hash import logging_utils
 from crossmodal_hash import run_artifacts
 from crossmodal_hash.data import image_files
