@@ -24,8 +24,10 @@ Exits with SKIP_EXIT_CODE, saying why, where jax.distributed cannot start.
 Run with JAX_PLATFORMS=cpu and no XLA_FLAGS device count (the test does).
 """
 import argparse
+import ctypes
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -90,6 +92,15 @@ class _Hold:
     checkpointing.Checkpointer.save = held_save
 
 
+def _die_with_parent() -> None:
+  """SIGKILL this process if the test that started it dies first (Linux;
+  elsewhere the test's own cleanup is all there is)."""
+  try:
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+  except (OSError, AttributeError):
+    pass
+
+
 def _initialize(process_id: int, num_processes: int, port: int) -> None:
   """jax.distributed on 127.0.0.1:port; exits SKIP_EXIT_CODE if it fails."""
   try:
@@ -116,6 +127,7 @@ def main(argv):
   parser.add_argument('--port', type=int, required=True)
   parser.add_argument('--plan', required=True)
   args = parser.parse_args(argv[1:])
+  _die_with_parent()
   with open(args.plan) as f:
     plan = json.load(f)
   _initialize(args.process_id, args.num_processes, args.port)
