@@ -25,6 +25,8 @@ setuptools.setup(
     extras_require={
         'test': _requirements('requirements-test.txt'),
         'faiss': ['faiss-cpu>=1.8,<2'],
+        # gs:// workdirs: etils.epath's Cloud Storage backend (gcsfs).
+        'gcs': ['etils[epath,epath-gcs]>=1.7,<2'],
         'tfds': ['tensorflow-datasets>=4.9.4,<5', 'importlib_resources>=6'],
     },
 )

@@ -21,6 +21,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from crossmodal_hash import file_io
+
 FORMAT = 'crossmodal_hash.checkpoint/1'
 
 
@@ -49,7 +51,8 @@ class Checkpointer:
       every_passes, every_seconds: when `due` says to save (see there).
       clock: seconds, for `every_seconds` (injectable for tests).
     """
-    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    # A local folder or an object-store path (gs://...): orbax writes both.
+    self.directory = file_io.absolute(os.path.join(workdir, 'checkpoints'))
     self.every_passes = int(every_passes)
     self.every_seconds = float(every_seconds)
     self.unsaved_memories: tuple[str, ...] = ()

@@ -37,6 +37,8 @@ from typing import Any, NoReturn
 from absl import app
 from absl import flags
 
+from crossmodal_hash import file_io
+
 # The exception types of user mistakes (the project's DataFormatError,
 # ConfigError, IncompatibleCheckpointError and SplitMismatchError are
 # ValueErrors; NonFiniteError a FloatingPointError; a registry's unknown name
@@ -107,16 +109,9 @@ def resume_pass(workdir: str | None) -> int:
   """
   if not workdir:
     return 0
-  steps = [int(d) for d in _listdir(os.path.join(workdir, 'checkpoints'))
+  steps = [int(d) for d in file_io.listdir(os.path.join(workdir, 'checkpoints'))
            if d.isdigit()]
   return max(steps, default=0)
-
-
-def _listdir(path: str) -> list[str]:
-  try:
-    return os.listdir(path)
-  except OSError:
-    return []
 
 
 def interrupted_message(workdir: str | None) -> str:

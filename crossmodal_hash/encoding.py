@@ -17,6 +17,7 @@ from typing import Any, Sequence
 from absl import logging
 import numpy as np
 
+from crossmodal_hash import file_io
 from crossmodal_hash import run_artifacts
 from crossmodal_hash import sharding
 from crossmodal_hash.data import formats
@@ -241,10 +242,10 @@ def load_index(path: str, run: run_artifacts.Run, **kwargs
 
 def read_records(path: str) -> list[dict[str, Any]]:
   """The item records of `<modality>.items.jsonl` ([] if absent)."""
-  if not os.path.isfile(path):
+  if not file_io.isfile(path):
     return []
-  with open(path, encoding='utf-8') as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in file_io.read_text(path).splitlines()
+          if line.strip()]
 
 
 def write(run: run_artifacts.Run, out: str, items: Items,
@@ -265,7 +266,7 @@ def write(run: run_artifacts.Run, out: str, items: Items,
   existing = {}
   for m in modalities:
     path = index_path(out, m)
-    if os.path.exists(path):
+    if file_io.exists(path):
       existing[m] = load_index(path, run)
       records = read_records(items_path(out, m))
       if len(records) != len(existing[m]):
@@ -276,7 +277,7 @@ def write(run: run_artifacts.Run, out: str, items: Items,
       if clash:
         raise ValueError(f'{path} already holds {len(clash)} of these items, '
                          f'e.g. id {sorted(clash)[0]!r}.')
-  os.makedirs(out, exist_ok=True)
+  file_io.makedirs(out)
   written = {}
   for m in modalities:
     codes = encode_items(run, m, items.inputs(m), batch_size=batch_size)
@@ -285,10 +286,14 @@ def write(run: run_artifacts.Run, out: str, items: Items,
     index.add(codes, ids=items.ids)
     path = index_path(out, m)
     # Records first: a crash between the two leaves the old index, whose
-    # record count then differs and is reported.
-    with open(items_path(out, m), 'a', encoding='utf-8') as f:
-      for item_id, record in zip(items.ids, items.records):
-        f.write(json.dumps(dict(record, id=item_id), ensure_ascii=False) + '\n')
+    # record count then differs and is reported. The file is rewritten whole
+    # (objects in a gs:// bucket cannot be appended to).
+    records_file = items_path(out, m)
+    old = (file_io.read_text(records_file) if file_io.isfile(records_file)
+           else '')
+    file_io.write_text(records_file, old + ''.join(
+        json.dumps(dict(record, id=item_id), ensure_ascii=False) + '\n'
+        for item_id, record in zip(items.ids, items.records)))
     index.save(path)
     if faiss:
       index.export_faiss(os.path.join(out, f'{m}.faiss'))

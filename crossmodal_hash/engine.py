@@ -18,6 +18,7 @@ import numpy as np
 import PIL.Image
 
 from crossmodal_hash import encoding
+from crossmodal_hash import file_io
 from crossmodal_hash import run_artifacts
 from crossmodal_hash import sharding
 from crossmodal_hash.data import text_files
@@ -69,10 +70,10 @@ class Engine:
     """
     self.run = run
     mesh = mesh or run.mesh
-    if os.path.isdir(index):
+    if file_io.path(index).is_dir():
       paths = {m: encoding.index_path(index, m) for m in encoding.MODALITIES}
-      paths = {m: p for m, p in paths.items() if os.path.isfile(p)}
-    elif os.path.isfile(index):
+      paths = {m: p for m, p in paths.items() if file_io.isfile(p)}
+    elif file_io.isfile(index):
       loaded = index_lib.HammingIndex.load(index)
       modality = loaded.metadata.get('modality')
       if modality not in encoding.MODALITIES:

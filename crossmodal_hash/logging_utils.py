@@ -29,6 +29,8 @@ from absl import logging
 import jax
 import numpy as np
 
+from crossmodal_hash import file_io
+
 
 class _LibraryInfoFilter(std_logging.Filter):
   """Drops records below WARNING logged from inside the given packages."""
@@ -317,8 +319,10 @@ class ProgressBar:
 class MetricsWriter:
   """Appends one JSON object per line to a file; a no-op off process 0.
 
-  The file is opened in append mode, so a resumed run continues the same file;
-  with `resume_pass`, the records of passes from that one on (run, but lost
+  The file is opened in append mode, so a resumed run continues the same file
+  (in object storage, e.g. gs://, where objects cannot be appended to, the
+  file is uploaded whole after each record: through `file_io`); with
+  `resume_pass`, the records of passes from that one on (run, but lost
   with the state that was not checkpointed) are first cut, so that the resumed
   run does not repeat them. Each record is flushed as soon as it is written.
   NumPy/JAX scalars and arrays are converted (see `to_jsonable`); NaN and inf
@@ -344,15 +348,20 @@ class MetricsWriter:
     """
     self.path = os.fspath(path)
     self._enabled = _is_main_process() if enabled is None else enabled
+    self._open = self._enabled
     self._file = None
+    self._remote_text: list[str] = []  # An object store's whole file.
     self._tensorboard = None
     if self._enabled:
-      directory = os.path.dirname(self.path)
-      if directory:
-        os.makedirs(directory, exist_ok=True)
-      if resume_pass is not None and os.path.exists(self.path):
+      if resume_pass is not None and file_io.exists(self.path):
         _cut_records(self.path, resume_pass, resume_key)
-      self._file = open(self.path, 'a', encoding='utf-8')
+      if file_io.is_local(self.path):
+        directory = os.path.dirname(self.path)
+        if directory:
+          os.makedirs(directory, exist_ok=True)
+        self._file = open(self.path, 'a', encoding='utf-8')
+      elif file_io.exists(self.path):
+        self._remote_text.append(file_io.read_text(self.path))
       if tensorboard_dir:
         import tensorboardX  # pylint: disable=g-import-not-at-top
         self._tensorboard = tensorboardX.SummaryWriter(
@@ -372,11 +381,15 @@ class MetricsWriter:
     """
     if not self._enabled:
       return
-    if self._file is None:
+    if not self._open:
       raise ValueError(f'MetricsWriter({self.path!r}) is closed.')
-    line = json.dumps(to_jsonable(dict(record)), ensure_ascii=False)
-    self._file.write(line + '\n')
-    self._file.flush()
+    line = json.dumps(to_jsonable(dict(record)), ensure_ascii=False) + '\n'
+    if self._file is not None:
+      self._file.write(line)
+      self._file.flush()
+    else:
+      self._remote_text.append(line)
+      file_io.write_text(self.path, ''.join(self._remote_text))
     if self._tensorboard is not None and 'step' in record:
       for tag, value in tensorboard_scalars(record).items():
         self._tensorboard.add_scalar(tag, value, int(record['step']))
@@ -384,6 +397,7 @@ class MetricsWriter:
 
   def close(self) -> None:
     """Closes the file; later writes raise (on process 0)."""
+    self._open = False
     if self._file is not None:
       self._file.close()
       self._file = None
@@ -423,17 +437,14 @@ def _cut_records(path: str, resume_pass: int, key: str = 'pass') -> None:
   records = read_metrics(path)
   keep = [r for r in records
           if not (isinstance(r.get(key), int) and r[key] >= resume_pass)]
-  with open(path, encoding='utf-8') as f:
-    unchanged = len(keep) == len(records) and f.read().endswith('\n')
+  unchanged = (len(keep) == len(records) and
+               file_io.read_text(path).endswith('\n'))
   if unchanged:
     return
   logging.info('%s: cut %d records of %s %d and later, which the resumed '
                'run repeats.', path, len(records) - len(keep), key, resume_pass)
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    for record in keep:
-      f.write(json.dumps(record, ensure_ascii=False) + '\n')
-  os.replace(tmp, path)
+  file_io.write_text(path, ''.join(
+      json.dumps(record, ensure_ascii=False) + '\n' for record in keep))
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -448,8 +459,8 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
   Returns:
     One dict per record.
   """
-  with open(path, encoding='utf-8') as f:
-    lines = [line for line in f.read().splitlines() if line.strip()]
+  lines = [line for line in file_io.read_text(path).splitlines()
+           if line.strip()]
   records = []
   for i, line in enumerate(lines):
     try:

@@ -34,6 +34,7 @@ import numpy as np
 
 from crossmodal_hash import checkpointing
 from crossmodal_hash import config_utils
+from crossmodal_hash import file_io
 from crossmodal_hash import sharding
 from crossmodal_hash.data import builtin
 from crossmodal_hash.data import text_files
@@ -174,7 +175,7 @@ def save(workdir: str, config: ml_collections.ConfigDict,
 def read(workdir: str) -> RunInfo:
   """The RunInfo of a workdir; RunError naming the file when it is missing."""
   path = os.path.join(workdir, RUN_NAME)
-  if not os.path.isfile(path):
+  if not file_io.isfile(path):
     raise RunError(f'{path}: no such file. {workdir} is not the workdir of a '
                    'crossmodal_hash run, or the run was trained by a version '
                    'that did not save what encoding needs; train it again '
@@ -187,8 +188,8 @@ def read(workdir: str) -> RunInfo:
     raise RunError(f'{path}: not a {FORMAT} file.')
   stats_path = os.path.join(workdir, STATS_NAME)
   try:
-    with np.load(stats_path, allow_pickle=False) as stats:
-      image_stats = (stats['mean'], stats['inv_scale'])
+    stats = file_io.load_npz(stats_path)
+    image_stats = (stats['mean'], stats['inv_scale'])
   except (OSError, KeyError, ValueError) as e:
     raise RunError(f'{stats_path}: missing or unreadable ({e}); it holds the '
                    'image normalisation of the run.') from e
@@ -217,7 +218,7 @@ def selected_checkpoint(workdir: str) -> tuple[str, int | None]:
   Without the file: ('checkpoints', None), the latest.
   """
   path = os.path.join(workdir, SELECTED_NAME)
-  if not os.path.isfile(path):
+  if not file_io.isfile(path):
     return 'checkpoints', None
   try:
     record = report.read_json(path)
@@ -259,7 +260,7 @@ class Run:
             'checkpoint': self.checkpoint, 'step': self.step,
             'method': self.info.config.method,
             'bits': int(self.info.config.bits),
-            'workdir': os.path.abspath(self.workdir)}
+            'workdir': file_io.absolute(self.workdir)}
 
 
 def _abstract_state(method: base.Method, info: RunInfo,

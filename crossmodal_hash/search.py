@@ -33,6 +33,7 @@ import numpy as np
 
 from crossmodal_hash import encoding
 from crossmodal_hash import engine as engine_lib
+from crossmodal_hash import file_io
 from crossmodal_hash import logging_utils
 from crossmodal_hash import run_artifacts
 from crossmodal_hash.data import image_files
@@ -66,8 +67,8 @@ def _queries(engine: engine_lib.Engine) -> tuple[str, list[str], np.ndarray]:
   if _IMAGE.value:
     paths, modality = [_IMAGE.value], 'image'
   else:
-    with open(_QUERY_FILE.value, encoding='utf-8') as f:
-      lines = [l.strip() for l in f if l.strip()]
+    lines = [l.strip() for l in file_io.read_text(
+        _QUERY_FILE.value).splitlines() if l.strip()]
     if not lines:
       raise engine_lib.QueryError(f'{_QUERY_FILE.value}: no query in the file.')
     if _QUERY_MODALITY.value == 'text':

@@ -8,9 +8,8 @@
 #
 # `run` starts the same command on --worker=all; main.py's --multiprocess calls
 # jax.distributed.initialize(), which discovers the pod's workers by itself.
-# WORKDIR must be a directory every worker sees (a shared file system such as
-# Filestore or a gcsfuse mount): the split, metrics and reports are written
-# with local file I/O, so a gs:// URL is not accepted.
+# WORKDIR must be a directory every worker sees: a gs:// URL (every file of a
+# run goes through etils.epath) or a shared file system.
 set -euo pipefail
 cmd=${1:?command}; name=${2:?name}; zone=${3:?zone}; shift 3
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,7 +26,7 @@ case "$cmd" in
       --command='mkdir -p ~/crossmodal_hash && tar -C ~/crossmodal_hash -xzf ~/crossmodal_hash.tgz' ;;
   install)
     gcloud compute tpus tpu-vm ssh "$name" --zone="$zone" --worker=all \
-      --command='cd ~/crossmodal_hash && python3 -m venv ~/venv && . ~/venv/bin/activate && pip install -U "jax[tpu]" && pip install -e .' ;;
+      --command='cd ~/crossmodal_hash && python3 -m venv ~/venv && . ~/venv/bin/activate && pip install -U "jax[tpu]" && pip install -e ".[gcs]"' ;;
   run)
     config=${1:?config}; workdir=${2:?workdir}; shift 2
     gcloud compute tpus tpu-vm ssh "$name" --zone="$zone" --worker=all \

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import hashlib
-import os
 
 import numpy as np
 
+from crossmodal_hash import file_io
 from crossmodal_hash.data import types
 
 
@@ -101,21 +101,19 @@ def data_checksum(data: types.MultiModalData) -> str:
 def save(path: str, split: types.Split) -> str:
   """Writes the split (atomically) with its checksum; returns the checksum."""
   digest = checksum(split)
-  tmp = f'{path}.tmp.npz'
-  np.savez(tmp, query=split.query, retrieval=split.retrieval,
-           train=split.train, val=split.val, sha256=np.array(digest))
-  os.replace(tmp, path)
+  file_io.save_npz(path, query=split.query, retrieval=split.retrieval,
+                   train=split.train, val=split.val, sha256=np.array(digest))
   return digest
 
 
 def load(path: str) -> types.Split:
   """Reads a split written by `save`, verifying its checksum."""
   try:
-    with np.load(path) as f:
-      split = types.Split(query=f['query'], retrieval=f['retrieval'],
-                          train=f['train'],
-                          val=f['val'] if 'val' in f else np.zeros(0, np.int64))
-      stored = str(f['sha256'])
+    f = file_io.load_npz(path)
+    split = types.Split(query=f['query'], retrieval=f['retrieval'],
+                        train=f['train'],
+                        val=f['val'] if 'val' in f else np.zeros(0, np.int64))
+    stored = str(f['sha256'])
   except (OSError, KeyError, ValueError) as e:
     raise ValueError(f'{path}: not a readable split file ({e}).') from e
   if checksum(split) != stored:
@@ -143,7 +141,7 @@ def reuse_or_save(path: str, split: types.Split, *,
   Returns:
     The split.
   """
-  if os.path.exists(path):
+  if file_io.exists(path):
     saved = load(path)
     if checksum(saved) != checksum(split):
       raise SplitMismatchError(
@@ -156,6 +154,5 @@ def reuse_or_save(path: str, split: types.Split, *,
           '--workdir; nothing was overwritten.')
     return saved
   if write:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    save(path, split)
+    save(path, split)  # Creates the folder.
   return split

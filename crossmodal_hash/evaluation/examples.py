@@ -20,6 +20,7 @@ matplotlib.use('Agg')
 from matplotlib import pyplot as plt
 import numpy as np
 
+from crossmodal_hash import file_io
 from crossmodal_hash.retrieval import index as index_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -133,10 +134,8 @@ def plot_examples(out_png: str | os.PathLike[str], codes: dict[str, np.ndarray],
   fig.suptitle('Top results per query: green = relevant (shares a label), '
                'red = not; ties in index order', fontsize=9)
   fig.tight_layout(rect=(0, 0, 1, 0.97))
-  directory = os.path.dirname(os.path.abspath(out_png))
-  os.makedirs(directory, exist_ok=True)
   try:
-    fig.savefig(out_png, dpi=110, format='png')
+    file_io.save_figure(fig, out_png, dpi=110)
   finally:
     plt.close(fig)
 

@@ -17,6 +17,7 @@ matplotlib.use('Agg')
 from matplotlib import pyplot as plt
 import numpy as np
 
+from crossmodal_hash import file_io
 from crossmodal_hash import logging_utils
 from crossmodal_hash.evaluation import metrics
 from crossmodal_hash.evaluation import report
@@ -26,10 +27,8 @@ _DPI = 120
 
 
 def _save(fig: 'matplotlib.figure.Figure', out_png: str) -> None:
-  directory = os.path.dirname(os.path.abspath(out_png))
-  os.makedirs(directory, exist_ok=True)
   try:
-    fig.savefig(out_png, dpi=_DPI, format='png', bbox_inches='tight')
+    file_io.save_figure(fig, out_png, dpi=_DPI, bbox_inches='tight')
   finally:
     plt.close(fig)
 

@@ -1,21 +1,21 @@
 """Evaluation outputs: a printed mAP table, a JSON report and the saved codes.
 
-Files are written atomically (a temporary file in the same directory, then
-`os.replace`), so a reader never sees a half-written report, and a crash leaves
-the previous version in place.
+Files are written atomically through `file_io` (locally a temporary file in
+the same directory, then `os.replace`; in object storage one upload), so a
+reader never sees a half-written report, and a crash leaves the previous
+version in place.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-import contextlib
+from collections.abc import Mapping, Sequence
 import json
 import math
 import os
-import tempfile
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
+from crossmodal_hash import file_io
 from crossmodal_hash import logging_utils
 from crossmodal_hash.evaluation import code_stats
 from crossmodal_hash.evaluation import metrics
@@ -144,30 +144,6 @@ def format_evaluation_table(results: Mapping[str, Any]) -> str:
   return '\n'.join(parts)
 
 
-def _atomic_write(path: str | os.PathLike[str],
-                  write_fn: Callable[[BinaryIO], None]) -> None:
-  """Calls `write_fn` on a temporary binary file, then moves it onto `path`."""
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp_path = tempfile.mkstemp(
-      dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      write_fn(f)
-      f.flush()
-      os.fsync(f.fileno())
-    # mkstemp makes the file private (0600); keep an existing file's mode or
-    # use the usual 0644 for a new one.
-    mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
-    os.chmod(tmp_path, mode)
-    os.replace(tmp_path, path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.remove(tmp_path)
-    raise
-
-
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
   """Writes `obj` as pretty-printed JSON, atomically.
 
@@ -178,13 +154,12 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
   """
   text = json.dumps(logging_utils.to_jsonable(obj), indent=2,
                     ensure_ascii=False) + '\n'
-  _atomic_write(path, lambda f: f.write(text.encode('utf-8')))
+  file_io.write_text(path, text)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
   """Reads a file written by `write_json`."""
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
+  return json.loads(file_io.read_text(path))
 
 
 def save_codes(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
@@ -210,15 +185,14 @@ def save_codes(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
                          "containing 'label' are stored unchanged).")
       array = array.astype(np.int8)
     converted[name] = array
-  _atomic_write(path, lambda f: np.savez_compressed(f, **converted))
+  file_io.save_npz(path, compressed=True, **converted)
 
 
 def save_arrays(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
   """Saves arrays as they are with `np.savez`, atomically."""
-  _atomic_write(path, lambda f: np.savez(f, **arrays))
+  file_io.save_npz(path, **arrays)
 
 
 def load_codes(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
   """Reads a file written by `save_codes` into {name: array}."""
-  with np.load(path, allow_pickle=False) as data:
-    return {name: data[name] for name in data.files}
+  return file_io.load_npz(path)

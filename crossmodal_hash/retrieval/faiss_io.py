@@ -20,6 +20,7 @@ import struct
 
 import numpy as np
 
+from crossmodal_hash import file_io
 from crossmodal_hash.retrieval import packing
 
 FOURCC = b'IBxF'
@@ -85,12 +86,12 @@ def write_index_binary_flat(path: str | os.PathLike, packed: np.ndarray,
   codes = packed_to_bytes(packed, bits)
   d = faiss_dimension(bits)
   header = _HEADER.pack(FOURCC, d, d // 8, codes.shape[0], 1, _METRIC_L2)
-  tmp = f'{os.fspath(path)}.tmp'
-  with open(tmp, 'wb') as f:
-    f.write(header)
-    f.write(_VECTOR_SIZE.pack(codes.size))
-    f.write(codes.tobytes())
-  os.replace(tmp, path)
+
+  def write(f):
+    for part in (header, _VECTOR_SIZE.pack(codes.size), codes.tobytes()):
+      f.write(part)
+
+  file_io.atomic_write(path, write)
 
 
 def read_index_binary_flat(path: str | os.PathLike,
@@ -111,8 +112,7 @@ def read_index_binary_flat(path: str | os.PathLike,
       or does not match `bits`.
   """
   path = os.fspath(path)
-  with open(path, 'rb') as f:
-    data = f.read()
+  data = file_io.path(path).read_bytes()
   need = _HEADER.size + _VECTOR_SIZE.size
   if len(data) < need:
     raise FaissFileError(f'{path}: truncated FAISS index ({len(data)} bytes; '

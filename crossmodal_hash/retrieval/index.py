@@ -56,6 +56,7 @@ import zlib
 import jax
 import numpy as np
 
+from crossmodal_hash import file_io
 from crossmodal_hash import sharding
 from crossmodal_hash.retrieval import faiss_io
 from crossmodal_hash.retrieval import packing
@@ -256,11 +257,12 @@ class HammingIndex:
                           packing.num_words(self.bits), 0, self._size,
                           digest.digest(), len(metadata), len(ids))
     header += _CRC.pack(zlib.crc32(header))
-    tmp = f'{os.fspath(path)}.tmp'
-    with open(tmp, 'wb') as f:
+
+    def write(f):
       for part in (header, metadata, payload, ids):
         f.write(part)
-    os.replace(tmp, path)
+
+    file_io.atomic_write(path, write)
 
   @classmethod
   def load(cls, path: str | os.PathLike, *, bits: int | None = None,
@@ -277,8 +279,7 @@ class HammingIndex:
       IndexFileError: naming the file and the problem.
     """
     path = os.fspath(path)
-    with open(path, 'rb') as f:
-      data = f.read()
+    data = file_io.path(path).read_bytes()
     if len(data) < 12:
       if not MAGIC.startswith(data[:len(MAGIC)]):
         raise IndexFileError(f'{path}: not a crossmodal_hash Hamming index '

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 
 from crossmodal_hash import checkpointing
+from crossmodal_hash import file_io
 
 BEST_DIR = 'best'
 RECORD_NAME = 'selected_checkpoint.json'
@@ -47,10 +48,9 @@ class BestCheckpoint:
 
   def _read_record(self) -> dict[str, Any] | None:
     """The saved record, if its checkpoint is on disk (resume)."""
-    if not os.path.exists(self._record_path):
+    if not file_io.exists(self._record_path):
       return None
-    with open(self._record_path) as f:
-      record = json.load(f)
+    record = json.loads(file_io.read_text(self._record_path))
     if self._checkpointer.latest_step() != record.get('pass'):
       return None  # Killed between the record and its checkpoint.
     return record
@@ -75,10 +75,7 @@ class BestCheckpoint:
                    'criterion': CRITERION,
                    'directory': os.path.join(BEST_DIR, 'checkpoints')}
     if jax.process_index() == 0:
-      tmp = self._record_path + '.tmp'
-      with open(tmp, 'w') as f:
-        json.dump(self.record, f, indent=2)
-      os.replace(tmp, self._record_path)
+      file_io.write_text(self._record_path, json.dumps(self.record, indent=2))
     return True
 
   def restore(self, like: Any) -> Any:
