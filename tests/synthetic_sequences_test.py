@@ -1,6 +1,7 @@
 """Tests of crossmodal_hash.data.synthetic_sequences."""
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -98,6 +99,22 @@ def test_bow_tokens():
                                 [[0], [0]])
   with pytest.raises(ValueError, match=r'\[N, V\]'):
     seqs.bow_tokens(np.zeros(4))
+  # More positions than words in the vocabulary.
+  np.testing.assert_array_equal(seqs.bow_tokens(texts[:, :2], max_tokens=3),
+                                [[2, 0, 0], [0, 0, 0], [1, 0, 0]])
+
+
+@pytest.mark.parametrize('max_tokens', [3, 8, 40])
+def test_bow_tokens_on_device_equals_numpy(max_tokens):
+  texts = (np.random.default_rng(0).random((16, 30)) < 0.2).astype(np.uint8)
+  texts[3] = 0
+  want = seqs.bow_tokens(texts, max_tokens)
+  got = jax.jit(seqs.bow_tokens, static_argnums=1)(jnp.asarray(texts),
+                                                   max_tokens)
+  assert got.dtype == jnp.int32
+  np.testing.assert_array_equal(got, want)
+  with pytest.raises(ValueError, match='needs max_tokens'):
+    seqs.bow_tokens(jnp.asarray(texts))
 
 
 def test_feature_tokens():

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax.numpy as jnp
 import numpy as np
 
 from crossmodal_hash.data import synthetic
@@ -151,33 +152,44 @@ def image_patches(images, patch_size: int):
   return x.astype('float32') / 127.5 - 1.0
 
 
-def bow_tokens(texts: np.ndarray, max_tokens: int | None = None
-              ) -> np.ndarray:
+def bow_tokens(texts, max_tokens: int | None = None):
   """Bags of words [N, V] -> token sets [N, S] int32 (word w is token w + 1).
 
-  Present words, in increasing word order, then padding (0).
+  Present words, in increasing word order, then padding (0). Accepts NumPy
+  arrays, or JAX arrays inside jit (with a static `max_tokens`), and returns
+  the same kind; both give the same tokens.
 
   Args:
     texts: [N, V] bag of words (non-zero = present).
-    max_tokens: S; None = the most words of any item (at least 1), so no word
-      is lost. With a smaller S an item keeps its S lowest-numbered words.
+    max_tokens: S; None = the most words of any item (at least 1, NumPy
+      only), so no word is lost. With a smaller S an item keeps its S
+      lowest-numbered words.
 
   Returns:
     [N, S] int32.
   """
-  texts = np.asarray(texts)
+  xp = np if isinstance(texts, np.ndarray) else jnp
   if texts.ndim != 2:
     raise ValueError(f'texts must be [N, V], got shape {texts.shape}.')
   present = texts != 0
   if max_tokens is None:
+    if xp is not np:
+      raise ValueError('bow_tokens needs max_tokens for a JAX array.')
     max_tokens = max(1, int(present.sum(axis=1).max(initial=0)))
   if max_tokens < 1:
     raise ValueError(f'max_tokens must be >= 1; got {max_tokens}.')
-  rank = np.cumsum(present, axis=1) - 1
-  rows, cols = np.nonzero(present & (rank < max_tokens))
-  out = np.full((len(texts), max_tokens), PAD_TOKEN, np.int32)
-  out[rows, rank[rows, cols]] = cols + 1
-  return out
+  vocab = texts.shape[1]
+  word = xp.arange(vocab, dtype=xp.int32)
+  # Present words sort first, each group by word index.
+  order = xp.argsort(xp.where(present, word, vocab + word), axis=1)
+  order = order[:, :max_tokens].astype(xp.int32)
+  if order.shape[1] < max_tokens:  # Fewer words in the vocabulary than S.
+    order = xp.pad(order, [(0, 0), (0, max_tokens - order.shape[1])])
+    valid = xp.arange(max_tokens) < vocab
+  else:
+    valid = True
+  keep = xp.take_along_axis(present, order, axis=1) & valid
+  return xp.where(keep, order + 1, PAD_TOKEN).astype(xp.int32)
 
 
 def feature_tokens(features):
