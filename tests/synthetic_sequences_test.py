@@ -83,8 +83,12 @@ def test_image_patches_layout_numpy_and_jax():
   assert got.min() >= -1.0 and got.max() <= 1.0
   with pytest.raises(ValueError, match='must divide the image size 8 x 12'):
     seqs.image_patches(images, 5)
-  with pytest.raises(ValueError, match=r'\[N, H, W, 3\]'):
+  with pytest.raises(ValueError, match=r'\[N, H, W, C\]'):
     seqs.image_patches(images[..., 0], 4)
+  # Float images are already normalised: only rearranged.
+  floats = images.astype(np.float32) / 255.0
+  np.testing.assert_allclose(seqs.image_patches(floats, 4),
+                             (got + 1.0) * 127.5 / 255.0, atol=1e-6)
 
 
 def test_bow_tokens():

@@ -14,10 +14,12 @@ forms into sequences:
   shuffled (word order carries no label evidence, so an encoder cannot learn
   one) and cut to `max_tokens`. Unlike the bag of words, a token may repeat,
   and an item's sequence is never empty.
-* **Images as patch sequences** (`image_patches`): [N, H, W, 3] uint8 pixels
+* **Images as patch sequences** (`image_patches`): [N, H, W, 3] images
   become [N, (H / p) (W / p), p p 3] float32 non-overlapping p x p patches in
-  row-major patch order, pixels scaled to [-1, 1] (ViT-style, with no learned
-  patch encoder beyond the encoder's linear input map). Works on NumPy and JAX
+  row-major patch order, uint8 pixels scaled to [-1, 1] (ViT-style, with no
+  learned patch encoder beyond the encoder's linear input map; the synthetic
+  objects span several patches, so a label's evidence is spread over regions
+  that attention must combine). Works on NumPy and JAX
   arrays, so a method can patch a batch on device.
 * **Bags of words as token sets** (`bow_tokens`): MIRFLICKR and NUS-WIDE tags
   are [N, V] 0/1 vectors with no order; the present words become tokens in
@@ -134,14 +136,15 @@ def generate(num_items: int, config: synthetic.SyntheticConfig,
 
 
 def image_patches(images, patch_size: int):
-  """Pixels [N, H, W, 3] uint8 -> patches [N, (H/p)(W/p), p*p*3] float32 in [-1, 1].
+  """Images [N, H, W, C] -> patches [N, (H/p)(W/p), p*p*C] float32.
 
   Patch (r, c) is sequence position r * (W / p) + c; within a patch, values
-  are in (row, column, channel) order. Accepts NumPy or JAX arrays and returns
-  the same kind.
+  are in (row, column, channel) order. uint8 pixels are scaled to [-1, 1];
+  float images (already normalised) keep their values. Accepts NumPy or JAX
+  arrays and returns the same kind.
   """
-  if images.ndim != 4 or images.shape[-1] != 3:
-    raise ValueError(f'images must be [N, H, W, 3], got shape {images.shape}.')
+  if images.ndim != 4:
+    raise ValueError(f'images must be [N, H, W, C], got shape {images.shape}.')
   n, h, w, c = images.shape
   p = int(patch_size)
   if p < 1 or h % p or w % p:
@@ -149,7 +152,9 @@ def image_patches(images, patch_size: int):
                      f'{h} x {w}.')
   x = images.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
   x = x.reshape(n, (h // p) * (w // p), p * p * c)
-  return x.astype('float32') / 127.5 - 1.0
+  if x.dtype == np.uint8:
+    return x.astype('float32') / 127.5 - 1.0
+  return x.astype('float32')
 
 
 def bow_tokens(texts, max_tokens: int | None = None):

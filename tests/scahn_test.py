@@ -1,0 +1,188 @@
+"""Tests of crossmodal_hash.methods.scahn: its step, schedules, sharding, traces."""
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from crossmodal_hash import contrastive
+from crossmodal_hash import sharding
+from crossmodal_hash.data import synthetic
+from crossmodal_hash.methods import scahn
+
+BATCH = 32
+
+
+def _config(**scahn_overrides) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.bits = 16
+  config.scahn = scahn.default_config()
+  config.scahn.queue_size = 64
+  config.scahn.warmup_steps = 2
+  config.scahn.lr = 1e-3
+  config.scahn.update(scahn_overrides)
+  config.model = scahn.default_model_config()
+  config.model.update(dict(width=32, mlp_dim=64, num_layers=1, gcn_input_dim=16,
+                           gcn_hidden=16, discriminator_hidden=(32,),
+                           patch_size=8, max_text_tokens=16))
+  config.mesh = ml_collections.ConfigDict({'data': -1, 'model': 1})
+  return config
+
+
+@pytest.fixture(scope='module', name='data')
+def _data():
+  d = synthetic.generate(BATCH * 2, synthetic.SyntheticConfig(
+      num_labels=8, vocab_size=200, image_size=16), seed=0)
+  return {'image': d.images, 'text': d.texts, 'label': d.labels}
+
+
+@pytest.fixture(scope='module', name='paco')
+def _paco(data):
+  """SCAHN with the default (PaCo) loss at its initial state, shared."""
+  method = _method(_config(), data)
+  return method, method.init(jax.random.PRNGKey(0), data)
+
+
+def _method(config, data):
+  return scahn.SCAHN(config, num_labels=data['label'].shape[1],
+                     text_dim=data['text'].shape[1])
+
+
+def _batch(data, i=0):
+  return {k: jnp.asarray(v[i * BATCH:(i + 1) * BATCH]) for k, v in data.items()}
+
+
+def test_schedule_is_the_codes_dynamic_lr():
+  sched = scahn.warmup_exponential_decay(4e-5, 0.9, 3120, 1000)
+  for t in (0, 1, 500, 999, 1000, 3119, 3120, 7000):
+    want = 4e-5 * np.exp(-0.9 * (t // 3120)) * min(t, 1000) / 1000
+    np.testing.assert_allclose(float(sched(t)), want, rtol=1e-6)
+
+
+def test_init_state_holds_params_graph_and_queues(paco):
+  _, state = paco
+  assert set(state.params) == {'gen', 'dis'}
+  assert set(state.params['gen']) == {'encoders_img', 'encoders_txt',
+                                      'hash_layers_img', 'hash_layers_txt',
+                                      'paco', 'gcn'}
+  assert 'node_embedding' in state.params['gen']['gcn']
+  chex.assert_shape(state.memory['label_graph'], (8, 8))
+  for d in contrastive.DIRECTIONS:
+    chex.assert_shape([state.memory[f'queue_{d}_codes'],
+                       state.memory[f'queue_{d}_labels']], [(64, 16), (64, 8)])
+  dis = state.params['dis']['nets_img']
+  chex.assert_shape([dis['dense_0']['kernel'], dis['logit']['kernel']],
+                    [(16, 32), (32, 1)])
+
+
+@pytest.mark.parametrize('loss', ['paco', 'triplet'])
+def test_steps_learn_fill_the_queues_and_trace_once(data, paco,
+                                                             loss):
+  if loss == 'paco':
+    method, state = paco
+  else:
+    method = _method(_config(contrastive_loss=loss), data)
+    state = method.init(jax.random.PRNGKey(0), data)
+  chex.clear_trace_counter()
+  step = jax.jit(chex.assert_max_traces(method.train_step, n=1))
+  losses = []
+  for i in range(12):
+    previous = state
+    state, metrics = step(state, _batch(data, i % 2))
+    assert bool(metrics['finite'])
+    losses.append(float(metrics['gen_loss']))
+  assert np.mean(losses[-3:]) < np.mean(losses[1:4])
+  assert int(state.step) == 12
+  if loss == 'paco':
+    # 12 batches of 32 into 64 rows: the pointer went round 6 times, and the
+    # newest rows of each queue hold the last batch's key codes (from the
+    # step's forward pass, before its update) and labels.
+    key = jax.random.fold_in(previous.rng, previous.step)
+    _, (_, _, codes) = method.generator_loss(
+        previous.params['gen'], previous, _batch(data, 1), key)
+    for d, (_, key_modality) in contrastive.DIRECTIONS.items():
+      assert int(state.memory[f'queue_{d}_pointer']) == 0
+      np.testing.assert_allclose(state.memory[f'queue_{d}_codes'][32:],
+                                 codes[key_modality], rtol=1e-4, atol=1e-6)
+      np.testing.assert_array_equal(state.memory[f'queue_{d}_labels'][32:],
+                                    data['label'][32:64])
+      np.testing.assert_array_equal(state.memory[f'queue_{d}_codes'][:32],
+                                    previous.memory[f'queue_{d}_codes'][:32])
+
+
+def test_encode_gives_int8_codes(data, paco):
+  method, state = paco
+  for modality, field in (('img', 'image'), ('txt', 'text')):
+    codes = jax.jit(method.encode, static_argnums=1)(
+        state.params, modality, jnp.asarray(data[field][:5]))
+    assert codes.dtype == jnp.int8 and codes.shape == (5, 16)
+    assert set(np.unique(codes)) <= {-1, 1}
+
+
+def test_generator_clipping_and_gcn_rate():
+  hp = _config(grad_clip=1.0, warmup_steps=0, lr=1e-3, gcn_lr=0.5).scahn
+  opt = scahn.generator_optimizer(hp)
+  params = {'gcn': {'w': jnp.zeros(2)}, 'paco': {'w': jnp.zeros(2)}}
+  grads = {'gcn': {'w': jnp.array([30.0, 40.0])},
+           'paco': {'w': jnp.array([0.0, 0.0])}}
+  updates, _ = opt.update(grads, opt.init(params), params)
+  # Adam's first step is -lr * sign(g) whatever the clipping's scale.
+  np.testing.assert_allclose(updates['gcn']['w'], [-0.5, -0.5], rtol=1e-5)
+  np.testing.assert_allclose(updates['paco']['w'], [0.0, 0.0])
+  clipped, _ = optax.clip_by_global_norm(1.0).update(grads, None)
+  np.testing.assert_allclose(clipped['gcn']['w'], [0.6, 0.8], rtol=1e-6)
+
+
+def test_discriminator_weight_decay_is_added_to_gradients():
+  hp = _config(warmup_steps=0, dis_lr=1.0, dis_weight_decay=0.5).scahn
+  opt = scahn.discriminator_optimizer(hp)
+  params = {'w': jnp.array([2.0, -4.0])}
+  updates, _ = opt.update({'w': jnp.zeros(2)}, opt.init(params), params)
+  # Gradient 0 + 0.5 w; Adam's first step is -lr * sign.
+  np.testing.assert_allclose(updates['w'], [-1.0, 1.0], rtol=1e-5)
+
+
+def test_sharded_step_equals_unsharded(data, paco):
+  method, state = paco
+  batch = _batch(data)
+  mesh = sharding.make_mesh(_config().mesh)
+  assert len(jax.devices()) == 8
+  results = []
+  for shard in (False, True):
+    s, b = state, batch
+    if shard:
+      s = jax.device_put(state, sharding.replicated(mesh))
+      b = jax.device_put(batch, sharding.batch_sharded(mesh))
+    step = jax.jit(method.train_step)
+    for _ in range(2):
+      s, metrics = step(s, b)
+    results.append(jax.device_get((s, metrics)))
+  # An attention key bias shifts every logit of a query's softmax by the same
+  # amount: its gradient is zero up to rounding, which differs between the
+  # two reductions and which Adam scales to full-size steps. Everything else
+  # must agree.
+  for result in results:
+    for m in ('img', 'txt'):
+      attention = result[0].params['gen'][f'encoders_{m}']['layer_0'][
+          'attention']
+      np.testing.assert_allclose(attention['key']['bias'],
+                                 state.params['gen'][f'encoders_{m}'][
+                                     'layer_0']['attention']['key']['bias'],
+                                 atol=1e-3)
+      attention['key']['bias'] = None
+  chex.assert_trees_all_close(results[0], results[1], rtol=2e-4, atol=2e-5)
+
+
+def test_bad_choices_are_explained(data):
+  with pytest.raises(ValueError, match='config.scahn.contrastive_loss'):
+    _method(_config(contrastive_loss='infonce'), data)
+  with pytest.raises(ValueError, match='config.scahn.directions'):
+    _method(_config(directions=('i2t', 'x2y')), data)
+  config = _config()
+  config.model.text_input = 'tokens'
+  with pytest.raises(ValueError, match='text_vocab_size'):
+    _method(config, data)
