@@ -186,3 +186,28 @@ def test_bad_choices_are_explained(data):
   config.model.text_input = 'tokens'
   with pytest.raises(ValueError, match='text_vocab_size'):
     _method(config, data)
+
+
+def test_input_forms(data):
+  config = _config()
+  config.model.update(dict(image_input='features', text_input='tokens',
+                           text_vocab_size=50))
+  method = _method(config, data)
+  x, mask = method.sequence('img', jnp.ones((3, 7)))
+  assert x.shape == (3, 1, 7) and mask is None
+  tokens = jnp.array([[4, 9, 0], [0, 0, 0]])
+  x, mask = method.sequence('txt', tokens)
+  np.testing.assert_array_equal(x, tokens)
+  np.testing.assert_array_equal(mask, tokens > 0)
+  config.model.update(dict(image_input='regions', text_input='features'))
+  method = _method(config, data)
+  assert method.sequence('img', jnp.ones((3, 5, 7)))[0].shape == (3, 5, 7)
+  assert method.sequence('txt', jnp.ones((3, 10)))[0].shape == (3, 1, 10)
+  # The defaults: patches of pixels, bags of words as token sets.
+  method = _method(_config(), data)
+  x, mask = method.sequence('img', jnp.asarray(data['image'][:2]))
+  assert x.shape == (2, 4, 192) and mask is None
+  x, mask = method.sequence('txt', jnp.asarray(data['text'][:2]))
+  assert x.shape == (2, 16) and x.dtype == jnp.int32
+  np.testing.assert_array_equal(
+      mask.sum(1), np.minimum(data['text'][:2].sum(1), 16))
