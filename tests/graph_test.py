@@ -32,6 +32,14 @@ def test_label_adjacency_on_a_hand_made_label_matrix():
   np.testing.assert_allclose(got, want, rtol=1e-15, atol=0)
 
 
+def test_label_graph_in_jax_equals_numpy():
+  want = graph.propagation_matrix(graph.label_adjacency(_LABELS))
+  fn = jax.jit(lambda y: graph.propagation_matrix(graph.label_adjacency(y)))
+  got = fn(jnp.asarray(_LABELS))
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_label_adjacency_threshold_is_inclusive_and_configurable():
   # P(2 | 0) = 1/3: a neighbour at threshold 1/3, not above it.
   at = graph.label_adjacency(_LABELS, threshold=1 / 3, neighbour_weight=1.0)

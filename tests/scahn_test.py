@@ -1,6 +1,8 @@
 """Tests of crossmodal_hash.methods.scahn: its step, schedules, sharding, traces."""
 from __future__ import annotations
 
+import types
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -24,12 +26,14 @@ def _config(**scahn_overrides) -> ml_collections.ConfigDict:
   config.scahn.queue_size = 64
   config.scahn.warmup_steps = 2
   config.scahn.lr = 1e-3
+  config.scahn.num_steps = 12
   config.scahn.update(scahn_overrides)
   config.model = scahn.default_model_config()
   config.model.update(dict(width=32, mlp_dim=64, num_layers=1, gcn_input_dim=16,
                            gcn_hidden=16, discriminator_hidden=(32,),
                            patch_size=8, max_text_tokens=16))
   config.mesh = ml_collections.ConfigDict({'data': -1, 'model': 1})
+  config.train = ml_collections.ConfigDict({'batch_size': BATCH})
   return config
 
 
@@ -50,6 +54,16 @@ def _paco(data):
 def _method(config, data):
   return scahn.SCAHN(config, num_labels=data['label'].shape[1],
                      text_dim=data['text'].shape[1])
+
+
+def _train_step(method, state, batch):
+  """Both updates, as the per-step trainer runs them (keys from the step)."""
+  keys = jax.random.split(jax.random.fold_in(state.rng, state.step), 2)
+  metrics = {}
+  for key, (name, update) in zip(keys, method.updates.items()):
+    state, m = update(state, batch, {}, types.SimpleNamespace(rng=key))
+    metrics.update({f'{name}/{k}': v for k, v in m.items()})
+  return state, metrics
 
 
 def _batch(data, i=0):
@@ -80,30 +94,34 @@ def test_init_state_holds_params_graph_and_queues(paco):
 
 
 @pytest.mark.parametrize('loss', ['paco', 'triplet'])
-def test_steps_learn_fill_the_queues_and_trace_once(data, paco,
-                                                             loss):
+def test_steps_learn_fill_the_queues_and_trace_once(data, paco, loss):
   if loss == 'paco':
     method, state = paco
   else:
     method = _method(_config(contrastive_loss=loss), data)
     state = method.init(jax.random.PRNGKey(0), data)
   chex.clear_trace_counter()
-  step = jax.jit(chex.assert_max_traces(method.train_step, n=1))
+  step = jax.jit(chex.assert_max_traces(
+      lambda state, batch: _train_step(method, state, batch), n=1))
   losses = []
   for i in range(12):
     previous = state
     state, metrics = step(state, _batch(data, i % 2))
-    assert bool(metrics['finite'])
-    losses.append(float(metrics['gen_loss']))
+    chex.assert_tree_all_finite((state.params, metrics))
+    losses.append(float(metrics['generator/loss']))
   assert np.mean(losses[-3:]) < np.mean(losses[1:4])
-  assert int(state.step) == 12
+  assert int(state.step) == 24  # A generator and a discriminator update each.
   if loss == 'paco':
     # 12 batches of 32 into 64 rows: the pointer went round 6 times, and the
     # newest rows of each queue hold the last batch's key codes (from the
     # step's forward pass, before its update) and labels.
-    key = jax.random.fold_in(previous.rng, previous.step)
+    key = jax.random.split(jax.random.fold_in(previous.rng, previous.step))[0]
     _, (_, _, codes) = method.generator_loss(
         previous.params['gen'], previous, _batch(data, 1), key)
+    # The discriminator step read the generator step's codes.
+    for m in ('img', 'txt'):
+      np.testing.assert_allclose(state.memory[f'step_codes_{m}'], codes[m],
+                                 rtol=1e-4, atol=1e-6)
     for d, (_, key_modality) in contrastive.DIRECTIONS.items():
       assert int(state.memory[f'queue_{d}_pointer']) == 0
       np.testing.assert_allclose(state.memory[f'queue_{d}_codes'][32:],
@@ -157,7 +175,7 @@ def test_sharded_step_equals_unsharded(data, paco):
     if shard:
       s = jax.device_put(state, sharding.replicated(mesh))
       b = jax.device_put(batch, sharding.batch_sharded(mesh))
-    step = jax.jit(method.train_step)
+    step = jax.jit(lambda state, batch: _train_step(method, state, batch))
     for _ in range(2):
       s, metrics = step(s, b)
     results.append(jax.device_get((s, metrics)))

@@ -7,8 +7,9 @@ tanh codes; a GCN over the label co-occurrence graph (`models/graph.py`) gives
 label classifiers [L, D]; a Dense(L) of f gives the PaCo classifier's logits;
 two discriminators K -> 512 -> 1 over codes.
 
-One training step per batch, as the code's `TrainOneStepCellG` then
-`TrainOneStepCellD` (`train_step`, one jit):
+Two updates per batch, as the code's `TrainOneStepCellG` then
+`TrainOneStepCellD` (`update_generator`, `update_discriminator`; the per-step
+trainer runs both in one jit):
   generator:     w_c * contrastive + w_l * (BCE_img + BCE_txt)
                  + w_a * (-log D_img(txt codes') - log D_txt(img codes'))
                  codes' = the hash layers on stop-gradient features;
@@ -32,9 +33,11 @@ Inputs (`config.model.image_input`, `text_input`; see
 Training state (`base.TrainState`): params {'gen', 'dis'}, opt_state {'gen',
 'dis'}, memory: the four queues (`queue_<direction>_codes` [Q, K],
 `_labels` [Q, L], `_pointer` []), the label graph's propagation matrix
-'label_graph' [L, L] (from the training labels), and 'label_embedding' [L, F]
-when node embeddings come from a file. Checkpointing the state checkpoints the
-queues, so a resumed run continues exactly.
+'label_graph' [L, L] (from the training labels), 'label_embedding' [L, F]
+when node embeddings come from a file, and the generator step's codes
+'step_codes_img' / '_txt' [B, K] that the discriminator step reads (not
+checkpointed: rewritten before they are read). Checkpointing the state
+checkpoints the queues, so a resumed run continues exactly.
 
 Choices, documented rather than copied:
   * the label BCE is the paper's (one sigmoid); `label_loss_form=
@@ -75,7 +78,9 @@ _QUEUE_FIELDS = ('codes', 'labels', 'pointer')
 def default_config() -> ml_collections.ConfigDict:
   """SCAHN's hyper-parameters as in the public code (flickr25k.yaml)."""
   c = ml_collections.ConfigDict()
-  c.num_epochs = 60
+  # The code: 60 epochs; of MIRFLICKR's 10,000 training items in batches of
+  # 32, 18,750 steps.
+  c.num_steps = 18750
   c.contrastive_loss = 'paco'
   c.directions = ('i2t', 't2i', 'i2i', 't2t')
   c.queue_size = 1024
@@ -135,8 +140,8 @@ def warmup_exponential_decay(peak: float, decay_rate: float, decay_steps: int,
   peak * e^(-decay_rate * floor(t / decay_steps)) * min(t, w) / w; w = 0
   means no warm-up.
   """
-  decay = optax.exponential_decay(peak, decay_steps, float(np.exp(-decay_rate)),
-                                  staircase=True)
+  decay = optax.exponential_decay(peak, decay_steps,
+                                  float(np.exp(-decay_rate)), staircase=True)
   if warmup_steps <= 0:
     return decay
 
@@ -178,6 +183,12 @@ class SCAHN:
   """SCAHN's networks, losses and per-batch training step, from a config."""
 
   trainer = 'per_step'
+  outputs = {'img': 'binary', 'txt': 'binary'}
+  # The run may be extended: no rate depends on the run's length.
+  resumable_keys = ('scahn.num_steps',)
+  # The generator step's codes, which the discriminator step reads next,
+  # within the same step: a resumed run never reads them before rewriting.
+  unsaved_memories = ('step_codes_img', 'step_codes_txt')
 
   def __init__(self, config: ml_collections.ConfigDict, *, num_labels: int,
                text_dim: int):
@@ -213,6 +224,18 @@ class SCAHN:
         hidden=tuple(model.discriminator_hidden), dtype=dtype)
     self.optimizers = {'gen': generator_optimizer(hp),
                        'dis': discriminator_optimizer(hp)}
+    if hp.num_steps < 1:
+      raise ValueError(f'config.scahn.num_steps={hp.num_steps} must be >= 1.')
+    self.num_steps = int(hp.num_steps)
+    self.batch_size = int(config.train.batch_size)
+    if hp.contrastive_loss == 'paco' and hp.queue_size % self.batch_size:
+      raise ValueError(f'config.scahn.queue_size={hp.queue_size} must be a '
+                       'multiple of config.train.batch_size='
+                       f'{self.batch_size} (a batch never straddles its end).')
+    self.updates = {'generator': self.update_generator,
+                    'discriminator': self.update_discriminator}
+    self.inputs = {'generator': ('label', 'image', 'text'),
+                   'discriminator': ()}
 
   # ------------------------------------------------------------ inputs
 
@@ -255,16 +278,17 @@ class SCAHN:
     Args:
       rng: PRNG key.
       data: the training arrays, [T, ...] each; the labels build the label
-        graph, the other fields give shapes.
+        graph (jit-able), the other fields give shapes (one row suffices).
 
     Returns:
       A TrainState (module docstring) at step 0.
     """
     gen_key, dis_key, queue_key, state_key = jax.random.split(rng, 4)
-    labels = np.asarray(data['label'])
     memory = {'label_graph': jnp.asarray(graph.propagation_matrix(
-        graph.label_adjacency(labels, self.hp.graph_threshold,
+        graph.label_adjacency(data['label'], self.hp.graph_threshold,
                               self.hp.graph_neighbour_weight)), jnp.float32)}
+    memory.update({name: jnp.zeros((self.batch_size, self.bits), jnp.float32)
+                   for name in self.unsaved_memories})
     if self.hp.label_embeddings:
       memory['label_embedding'] = jnp.asarray(graph.load_node_embeddings(
           self.hp.label_embeddings, self.num_labels))
@@ -336,37 +360,54 @@ class SCAHN:
 
   # ------------------------------------------------------------ step
 
-  def train_step(self, state: base.TrainState, batch: base.Batch
-                ) -> tuple[base.TrainState, base.Metrics]:
-    """One generator step, then one discriminator step, on one batch.
+  def update_generator(self, state: base.TrainState, batch: base.Batch,
+                       data: base.Batch, step: Any
+                      ) -> tuple[base.TrainState, base.Metrics]:
+    """The generator step: its loss, its chain, the queues; codes stashed.
 
     Args:
       state: the training state.
       batch: 'image' [B, ...], 'text' [B, ...], 'label' [B, L].
+      data: the resident training set (unused).
+      step: the update's `base.Step`; `step.rng` is the dropout key.
 
     Returns:
-      (state at step + 1, metrics: the loss terms, 'gen_loss', 'dis_loss'
-      and 'finite').
+      (state at step + 1 with the new generator, queues and the batch's
+      codes in 'step_codes_*', metrics: the loss terms and 'loss').
     """
-    key = jax.random.fold_in(state.rng, state.step)
-    (gen_loss, (terms, queues, codes)), grads = jax.value_and_grad(
+    del data
+    (loss, (terms, queues, codes)), grads = jax.value_and_grad(
         self.generator_loss, has_aux=True)(state.params['gen'], state, batch,
-                                           key)
-    updates, gen_opt = self.optimizers['gen'].update(
+                                           step.rng)
+    updates, opt = self.optimizers['gen'].update(
         grads, state.opt_state['gen'], state.params['gen'])
     gen = optax.apply_updates(state.params['gen'], updates)
-    dis_loss, dis_grads = jax.value_and_grad(self.discriminator_loss)(
+    stash = {f'step_codes_{m}': jax.lax.stop_gradient(codes[m])
+             for m in scahn_models.MODALITIES}
+    state = state.replace(
+        step=state.step + 1, params={**state.params, 'gen': gen},
+        opt_state={**state.opt_state, 'gen': opt},
+        memory={**state.memory, **queues_to_memory(queues), **stash})
+    return state, {'loss': loss, **terms}
+
+  def update_discriminator(self, state: base.TrainState, batch: base.Batch,
+                           data: base.Batch, step: Any
+                          ) -> tuple[base.TrainState, base.Metrics]:
+    """The discriminator step on the codes of this batch's generator step
+    (computed before its update, as the code's `TrainOneStepCellD` gets
+    them). Returns (state at step + 1, {'loss'})."""
+    del batch, data, step
+    codes = {m: state.memory[f'step_codes_{m}']
+             for m in scahn_models.MODALITIES}
+    loss, grads = jax.value_and_grad(self.discriminator_loss)(
         state.params['dis'], codes)
-    updates, dis_opt = self.optimizers['dis'].update(
-        dis_grads, state.opt_state['dis'], state.params['dis'])
+    updates, opt = self.optimizers['dis'].update(
+        grads, state.opt_state['dis'], state.params['dis'])
     dis = optax.apply_updates(state.params['dis'], updates)
-    new = state.replace(
-        step=state.step + 1, params={'gen': gen, 'dis': dis},
-        opt_state={'gen': gen_opt, 'dis': dis_opt},
-        memory={**state.memory, **queues_to_memory(queues)})
-    metrics = {**terms, 'gen_loss': gen_loss, 'dis_loss': dis_loss}
-    metrics['finite'] = base.tree_all_finite((new.params, metrics))
-    return new, metrics
+    return state.replace(step=state.step + 1,
+                         params={**state.params, 'dis': dis},
+                         opt_state={**state.opt_state, 'dis': opt}), {
+                             'loss': loss}
 
   # ------------------------------------------------------------ codes
 

@@ -25,44 +25,51 @@ import numpy as np
 from crossmodal_hash.models import layers
 
 
-def label_adjacency(labels: np.ndarray, threshold: float = 0.4,
-                    neighbour_weight: float = 0.25) -> np.ndarray:
+def label_adjacency(labels, threshold: float = 0.4,
+                    neighbour_weight: float = 0.25):
   """The re-weighted label co-occurrence graph A, with self-loops.
 
   Args:
-    labels: [N, L] multi-hot training labels.
+    labels: [N, L] multi-hot training labels: a NumPy array (computed in
+      float64), or a JAX array (in its float dtype, jit-able: a method's
+      `init` may build the graph from the device-resident labels).
     threshold: P(j | i) >= threshold makes j a neighbour of i.
     neighbour_weight: the total weight of a column's neighbours.
 
   Returns:
-    [L, L] float64: A[i, j] = neighbour_weight * B[i, j] / (sum_k B[k, j] +
-    1e-6) + [i == j], B[i, j] = [c_ij / n_i >= threshold]. A label that never
-    occurs has no neighbours (its P(. | i) is taken as 0).
+    [L, L], NumPy float64 or JAX float: A[i, j] = neighbour_weight * B[i, j]
+    / (sum_k B[k, j] + 1e-6) + [i == j], B[i, j] = [c_ij / n_i >= threshold].
+    A label that never occurs has no neighbours (its P(. | i) is taken as 0).
   """
-  y = np.asarray(labels, np.float64)
+  xp = np if isinstance(labels, np.ndarray) else jnp
+  y = labels.astype(np.float64 if xp is np else
+                    jnp.promote_types(labels.dtype, jnp.float32))
   if y.ndim != 2:
     raise ValueError(f'labels must be [N, L], got shape {y.shape}.')
   co = y.T @ y
-  counts = np.diag(co).copy()
-  np.fill_diagonal(co, 0.0)
-  cond = np.divide(co, counts[:, None], out=np.zeros_like(co),
-                   where=counts[:, None] > 0)
-  binary = (cond >= threshold).astype(np.float64)
+  eye = xp.eye(co.shape[0], dtype=co.dtype)
+  counts = xp.diagonal(co)[:, None]
+  co = co * (1 - eye)
+  cond = xp.where(counts > 0, co / xp.maximum(counts, 1), 0)
+  binary = (cond >= threshold).astype(co.dtype)
   adj = binary * neighbour_weight / (binary.sum(axis=0, keepdims=True) + 1e-6)
-  return adj + np.eye(len(adj))
+  return adj + eye
 
 
-def propagation_matrix(adjacency: np.ndarray) -> np.ndarray:
-  """D^-1/2 A^T D^-1/2 with D = diag(A 1): [L, L] -> [L, L] float64.
+def propagation_matrix(adjacency):
+  """D^-1/2 A^T D^-1/2 with D = diag(A 1): [L, L] -> [L, L].
 
-  (The code's `get_adj`: `(A D)^T D`.) Rows of A must have positive sums, as
-  `label_adjacency`'s self-loops ensure.
+  (The code's `get_adj`: `(A D)^T D`.) NumPy in float64, or JAX (jit-able).
+  Rows of A must have positive sums, as `label_adjacency`'s self-loops
+  ensure (checked for NumPy input).
   """
-  a = np.asarray(adjacency, np.float64)
-  d = np.sum(a, axis=1)
-  if np.any(d <= 0):
-    raise ValueError('Every row of the adjacency needs a positive sum.')
-  d = d ** -0.5
+  if isinstance(adjacency, np.ndarray):
+    a = adjacency.astype(np.float64)
+    if np.any(a.sum(axis=1) <= 0):
+      raise ValueError('Every row of the adjacency needs a positive sum.')
+  else:
+    a = adjacency
+  d = a.sum(axis=1) ** -0.5
   return d[:, None] * a.T * d[None, :]
 
 
