@@ -10,30 +10,15 @@ and one text-net pass, SGD with lr linear from 10^-1.5 to 10^-6.
 import ml_collections
 
 from crossmodal_hash import config_utils
+from crossmodal_hash import default_configs
 from crossmodal_hash.data import user_files
 from crossmodal_hash.methods import dcmh
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.method = 'dcmh'
-  config.seed = 0
-  config.bits = 16
-
-  config.dataset = user_files.dataset_config('mirflickr25k')
-
-  config.model = ml_collections.ConfigDict()
-  config.model.image_encoder = 'cnnf'
-  config.model.image_mlp_features = (4096,)
-  config.model.image_normalization = 'mean'  # CNN-F: pixels minus the mean.
-  # MatConvNet's imagenet-vgg-f.mat to start CNN-F (conv1..fc7) from, as the
-  # paper does; '' trains it from scratch. With a file, also set
-  # image_normalization='pretrained_mean' to subtract its mean image.
-  config.model.pretrained_cnnf = ''
-  config.model.text_hidden = 8192
-  config.model.init_std = 0.01
-  config.model.compute_dtype = 'float32'
-
+  config = default_configs.base(
+      'dcmh', bits=16, dataset=user_files.dataset_config('mirflickr25k'))
+  config.model = default_configs.cnnf_model(text_hidden=8192)
   config.dcmh = dcmh.default_config()
 
   config_utils.add_run_defaults(config, checkpoint_every_passes=20)

@@ -9,25 +9,16 @@ Feature-input variant:
 import ml_collections
 
 from crossmodal_hash import config_utils
+from crossmodal_hash import default_configs
 from crossmodal_hash.data import builtin
 from crossmodal_hash.methods import dcmh
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.method = 'dcmh'
-  config.seed = 0
-  config.bits = 32
-
-  config.dataset = builtin.synthetic_dataset_config()
-
-  config.model = ml_collections.ConfigDict()
-  config.model.image_encoder = 'cnnf_small'
-  config.model.image_mlp_features = (4096,)
-  config.model.image_normalization = 'standardize'
-  config.model.text_hidden = 8192
-  config.model.init_std = 0.01
-  config.model.compute_dtype = 'float32'
+  config = default_configs.base('dcmh', bits=32,
+                                dataset=builtin.synthetic_dataset_config())
+  config.model = default_configs.synthetic_model(text_hidden=8192,
+                                                 init_std=0.01)
 
   config.dcmh = dcmh.default_config()
   # The official schedule is 500 epochs of 78 steps from a pretrained CNN-F;

@@ -7,25 +7,16 @@ Usage:
 import ml_collections
 
 from crossmodal_hash import config_utils
+from crossmodal_hash import default_configs
 from crossmodal_hash.data import builtin
 from crossmodal_hash.methods import dsmhn
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.method = 'dsmhn'
-  config.seed = 0
-  config.bits = 32
-
-  config.dataset = builtin.synthetic_dataset_config()
-
-  config.model = ml_collections.ConfigDict()
-  config.model.image_encoder = 'cnnf_small'
-  config.model.image_mlp_features = (4096,)
-  config.model.image_normalization = 'standardize'
-  config.model.text_hidden = 1024
-  config.model.init_std = 0.05
-  config.model.compute_dtype = 'float32'
+  config = default_configs.base('dsmhn', bits=32,
+                                dataset=builtin.synthetic_dataset_config())
+  config.model = default_configs.synthetic_model(text_hidden=1024,
+                                                 init_std=0.05)
 
   config.dsmhn = dsmhn.default_config()
   config.dsmhn.num_epochs = 20

@@ -9,29 +9,20 @@ move and turn with label-dependent velocities and spins.
 import ml_collections
 
 from crossmodal_hash import config_utils
+from crossmodal_hash import default_configs
 from crossmodal_hash.data import builtin
 from crossmodal_hash.methods import dsmhn
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.method = 'dsmhn'
-  config.seed = 0
-  config.bits = 32
-
-  config.dataset = builtin.synthetic_dataset_config(
-      'synthetic_video', num_items=3000, num_query=300, num_train=1536)
-
-  config.model = ml_collections.ConfigDict()
-  config.model.image_encoder = 'video3d'
-  config.model.image_mlp_features = (4096,)
-  config.model.image_normalization = 'standardize'
+  config = default_configs.base(
+      'dsmhn', bits=32, dataset=builtin.synthetic_dataset_config(
+          'synthetic_video', num_items=3000, num_query=300, num_train=1536))
+  config.model = default_configs.synthetic_model(
+      text_hidden=1024, init_std=0.05, image_encoder='video3d')
   config.model.video_conv_features = (16, 32, 64)
   config.model.video_temporal_pool = (1, 2, 2)
   config.model.video_fc_features = (256,)
-  config.model.text_hidden = 1024
-  config.model.init_std = 0.05
-  config.model.compute_dtype = 'float32'
 
   config.dsmhn = dsmhn.default_config()
   config.dsmhn.num_epochs = 12

@@ -8,22 +8,20 @@ from typing import Any
 import ml_collections
 
 # Keys that may change between a checkpoint and the run resuming it: they
-# change how a run is executed or reported, not what it computes.
+# change how a run is executed or reported, not what it computes. A method
+# adds its own (`Method.resumable_keys`, see `resumable_keys`).
 RESUMABLE_CHANGES = (
     'train.checkpoint_every_passes', 'train.checkpoint_every_seconds',
-    'train.max_checkpoints', 'train.progress',
+    'train.checkpoint_every_steps', 'train.max_checkpoints', 'train.progress',
     'train.batches_per_call', 'train.data_placement', 'train.max_device_bytes',
-    'train.stream_workers', 'train.tensorboard', 'mesh', 'eval',
-    'ssah.num_epochs',
-    # DSMHN's rate does not depend on num_epochs; DCMH's decays over it.
-    'dsmhn.num_epochs',
+    'train.stream_workers', 'train.tensorboard', 'mesh', 'eval', 'evals',
 )
 
 # Keys that may change on resume when the data read is the same (its
 # checksum matches the one recorded with the checkpoint): a moved file.
 SAME_DATA_CHANGES = ('dataset.path',)
 
-# Where the training set lives (see trainers/alternating.py).
+# Where the training set lives (see trainers/streaming.py).
 DATA_PLACEMENTS = ('auto', 'device', 'stream')
 
 
@@ -107,10 +105,23 @@ def add_run_defaults(config: ml_collections.ConfigDict, *,
   config.eval.db_block = 65536
   config.eval.num_threads = 0  # 0: min(4, CPU count).
 
+  config.evals = default_evals()
+
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1  # All devices.
   config.mesh.model = 1
   return config
+
+
+def default_evals() -> ml_collections.ConfigDict:
+  """`config.evals`: the evaluators of a run by name, each a `type` of
+  trainers/evaluators.py (as big_vision's `config.evals`): mAP@all every
+  `eval.every_passes` passes (`eval.every_steps` steps), the full report at
+  the end."""
+  c = ml_collections.ConfigDict()
+  c.periodic = ml_collections.ConfigDict({'type': 'periodic_map'})
+  c.final = ml_collections.ConfigDict({'type': 'final_report'})
+  return c
 
 
 def apply_arg(config: ml_collections.ConfigDict,
@@ -185,6 +196,21 @@ def to_json_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(config.to_json())
 
 
+def resumable_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """RESUMABLE_CHANGES plus the keys `config.method` lists as resumable.
+
+  A method class's `resumable_keys` (e.g. SSAH's 'ssah.num_epochs': more
+  epochs continue the same ladder) name its own keys that may change.
+  """
+  # Imported here: configs import this module, and methods register there.
+  from crossmodal_hash import methods  # pylint: disable=g-import-not-at-top
+  method = config.get('method')
+  keys = ()
+  if method is not None and method in methods.METHODS:
+    keys = tuple(getattr(methods.METHODS.get(method), 'resumable_keys', ()))
+  return RESUMABLE_CHANGES + keys
+
+
 def incompatible_keys(saved: dict[str, Any],
                       config: ml_collections.ConfigDict, *,
                       same_data: bool = False) -> list[str]:
@@ -192,7 +218,7 @@ def incompatible_keys(saved: dict[str, Any],
   ignoring RESUMABLE_CHANGES, and SAME_DATA_CHANGES when `same_data` (the
   data's checksum matches the checkpoint's)."""
   a, b = flatten(saved), flatten(to_json_dict(config))
-  allowed = RESUMABLE_CHANGES + (SAME_DATA_CHANGES if same_data else ())
+  allowed = resumable_keys(config) + (SAME_DATA_CHANGES if same_data else ())
   mutable = lambda k: any(k == m or k.startswith(m + '.') for m in allowed)
   return sorted(k for k in set(a) | set(b)
                 if not mutable(k) and a.get(k, '<absent>') != b.get(k,
@@ -207,6 +233,9 @@ _MINIMUMS = (
     ('train.max_checkpoints', 1), ('train.batches_per_call', 0),
     ('train.max_device_bytes', 0), ('train.stream_workers', 0),
     ('eval.every_passes', 0), ('eval.query_block', 1), ('eval.db_block', 1),
+    # The per-step family's (trainers/per_step.py).
+    ('train.checkpoint_every_steps', 1), ('train.log_every_steps', 1),
+    ('eval.every_steps', 0),
     ('eval.num_threads', 0), ('dataset.num_items', 1),
     # 0: the dataset's fixed split, or its protocol's sizes.
     ('dataset.num_query', 0), ('dataset.num_train', 0),

@@ -328,14 +328,16 @@ class MetricsWriter:
 
   def __init__(self, path: str | os.PathLike[str], *,
                enabled: bool | None = None, resume_pass: int | None = None,
-               tensorboard_dir: str | os.PathLike[str] | None = None):
+               tensorboard_dir: str | os.PathLike[str] | None = None,
+               resume_key: str = 'pass'):
     """Opens `path` for appending (creating its directory).
 
     Args:
       path: the .jsonl file.
       enabled: write records; None means only on process 0.
-      resume_pass: drop existing records whose 'pass' is >= this (records
-        without 'pass' stay); None keeps every record.
+      resume_pass: drop existing records whose `resume_key` ('pass', or the
+        per-step family's 'step_index') is >= this (records without it
+        stay); None keeps every record.
       tensorboard_dir: also write every numeric entry of each record as a
         TensorBoard scalar at the record's 'step' (`tensorboard_scalars`)
         into event files there, through tensorboardX.
@@ -349,7 +351,7 @@ class MetricsWriter:
       if directory:
         os.makedirs(directory, exist_ok=True)
       if resume_pass is not None and os.path.exists(self.path):
-        _cut_records(self.path, resume_pass)
+        _cut_records(self.path, resume_pass, resume_key)
       self._file = open(self.path, 'a', encoding='utf-8')
       if tensorboard_dir:
         import tensorboardX  # pylint: disable=g-import-not-at-top
@@ -415,18 +417,18 @@ def tensorboard_scalars(record: Mapping[str, Any]) -> dict[str, float]:
   return out
 
 
-def _cut_records(path: str, resume_pass: int) -> None:
-  """Rewrites `path` (atomically) without the records of passes >= resume_pass.
-  """
+def _cut_records(path: str, resume_pass: int, key: str = 'pass') -> None:
+  """Rewrites `path` (atomically) without the records whose `key` (a pass,
+  or a step) is >= resume_pass."""
   records = read_metrics(path)
   keep = [r for r in records
-          if not (isinstance(r.get('pass'), int) and r['pass'] >= resume_pass)]
+          if not (isinstance(r.get(key), int) and r[key] >= resume_pass)]
   with open(path, encoding='utf-8') as f:
     unchanged = len(keep) == len(records) and f.read().endswith('\n')
   if unchanged:
     return
-  logging.info('%s: cut %d records of passes %d and later, which the resumed '
-               'run repeats.', path, len(records) - len(keep), resume_pass)
+  logging.info('%s: cut %d records of %s %d and later, which the resumed '
+               'run repeats.', path, len(records) - len(keep), key, resume_pass)
   tmp = f'{path}.tmp'
   with open(tmp, 'w', encoding='utf-8') as f:
     for record in keep:

@@ -16,7 +16,7 @@ training data is never read again):
                                 it the latest in <workdir>/checkpoints
 
 `config_sha256` identifies what a run computes (keys that may change on
-resume, `config_utils.RESUMABLE_CHANGES`, are left out): an index file holds
+resume, `config_utils.resumable_keys`, are left out): an index file holds
 it with the checkpoint, and codes of different runs or checkpoints are never
 mixed (`encode.py`, `search.py`).
 """
@@ -86,11 +86,11 @@ def config_from_json(obj: dict[str, Any]) -> ml_collections.ConfigDict:
 
 
 def config_sha256(config: ml_collections.ConfigDict) -> str:
-  """SHA-256 of what the config computes (RESUMABLE_CHANGES left out)."""
+  """SHA-256 of what the config computes (resumable keys left out)."""
   flat = config_utils.flatten(config_utils.to_json_dict(config))
   kept = {k: v for k, v in flat.items()
           if not any(k == m or k.startswith(m + '.')
-                     for m in config_utils.RESUMABLE_CHANGES)}
+                     for m in config_utils.resumable_keys(config))}
   text = json.dumps(kept, sort_keys=True, separators=(',', ':'))
   return hashlib.sha256(text.encode('utf-8')).hexdigest()
 
@@ -324,6 +324,7 @@ def load_run(workdir: str, *, checkpoint: int | None = None,
                                     _abstract_state(method, info, mesh))
   finally:
     checkpointer.close()
-  return Run(workdir=workdir, info=info, method=method, params=state.params,
+  return Run(workdir=workdir, info=info, method=method,
+             params=base.inference_params(state),
              step=int(state.step), checkpoint=f'{directory}/{number}',
              mesh=mesh)

@@ -24,7 +24,8 @@ from crossmodal_hash.data import validation
 from crossmodal_hash.methods import registry
 from crossmodal_hash.models import cnnf
 from crossmodal_hash.models import cnnf_weights
-from crossmodal_hash.trainers import alternating
+from crossmodal_hash.models import registry as models_registry
+from crossmodal_hash.trainers import harness
 
 DataFormatError = validation.DataFormatError
 
@@ -494,31 +495,26 @@ def test_the_trainer_starts_from_the_pretrained_trunk_and_mean(real, tmp_path):
       'dataset.num_train=16', 'model.image_encoder=cnnf',
       'model.text_hidden=32', 'model.image_normalization=pretrained_mean',
       f'model.pretrained_cnnf={real.path}', 'train.batch_size=8')))
-  data, split = alternating._load_data(config, str(tmp_path))
+  data, split = harness.load_data(config, str(tmp_path))
   train = data.take(split.train)
   # One device: CNN-F's compilation for eight would dominate the suite's time.
   mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
-  pretrained = cnnf_weights.maybe_load(config.model.pretrained_cnnf,
-                                       config.model.image_encoder)
-  placement, (mean, inv_scale), device_data = alternating._place_training_set(
-      config, train, mesh, pretrained)
+  placement, (mean, inv_scale), device_data = harness.place_training_set(
+      config, train, mesh, models_registry.mean_image(config.model))
   assert placement == 'device'
   np.testing.assert_array_equal(mean, real.pretrained.mean_image)
   np.testing.assert_array_equal(inv_scale, np.ones(3, np.float32))
 
   method = registry.METHODS.get('dcmh')(config, num_labels=data.num_labels,
                                         text_dim=data.text_dim)
-  state, start = alternating._init_or_restore(
-      method, config, device_data, mesh, checkpointer=None, meta=None,
-      expected_position=None, pretrained=pretrained)
-  assert start == 0
+  # The method's init_pretrained merges the file's trunk (models/registry).
+  state = harness.fresh_state(method, config.seed, device_data, mesh)
   trunk = state.params['img']['encoder']
   for name, leaves in real.pretrained.params.items():
     for key, value in leaves.items():
       np.testing.assert_array_equal(np.asarray(trunk[name][key]), value)
-  scratch, _ = alternating._init_or_restore(
-      method, config, device_data, mesh, checkpointer=None, meta=None,
-      expected_position=None, pretrained=None)
+  scratch = harness.fresh_state(method, config.seed, device_data, mesh,
+                                pretrained=False)
   scratch_fc7 = scratch.params['img']['encoder']['fc7']['kernel']
   assert not np.array_equal(np.asarray(scratch_fc7),
                             real.pretrained.params['fc7']['kernel'])

@@ -13,6 +13,7 @@ from crossmodal_hash.data import pipeline
 from crossmodal_hash.data import protocols
 from crossmodal_hash.data import registry
 from crossmodal_hash.data import user_files
+from crossmodal_hash.methods import base
 from crossmodal_hash.methods import ssah
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,7 +100,7 @@ def test_nuswide_empty_texts_train_without_nan(nuswide, tiny_config):
   batch['index'] = jnp.arange(32)
   for network in ('lab', 'txt'):
     state, metrics = jax.jit(method.updates[network])(state, batch, data,
-                                                      jnp.float32(1e-3))
+                                                      base.Step(learning_rate=jnp.float32(1e-3)))
     chex.assert_tree_all_finite((metrics, state.params, state.memory))
 
 
@@ -119,7 +120,8 @@ def test_mirflickr_text_side_trains_on_pipeline_batches(mirflickr,
     for _ in range(loader.batches_per_epoch):
       batch = {k: jnp.asarray(v) for k, v in next(iterator).items()}
       batch['image'] = data['image'][:32]
-      state, metrics = update[network](state, batch, data, jnp.float32(1e-3))
+      state, metrics = update[network](
+          state, batch, data, base.Step(learning_rate=jnp.float32(1e-3)))
       losses[network].append(float(metrics['loss']))
   chex.assert_tree_all_finite((state.params, state.memory))
   for network, values in losses.items():

@@ -13,6 +13,7 @@ import method_batches
 import dcmh_mirflickr
 import dcmh_synthetic
 from crossmodal_hash import losses
+from crossmodal_hash.methods import base
 from crossmodal_hash.methods import dcmh
 from crossmodal_hash.trainers import alternating
 
@@ -151,7 +152,7 @@ def test_update_changes_its_network_and_memory_rows(network):
                                    batch['image' if network == 'img' else
                                          'text'].astype(jnp.float32))
   new, metrics = jax.jit(method.updates[network])(state, batch, data,
-                                                  jnp.float32(0.1))
+                                                  base.Step(learning_rate=jnp.float32(0.1)))
   chex.assert_tree_all_finite((new, metrics))
   assert int(new.step) == 1
   for name in ('img', 'txt'):

@@ -12,6 +12,7 @@ import method_batches
 import dsmhn_synthetic
 import dsmhn_video_synthetic
 from crossmodal_hash import losses
+from crossmodal_hash.methods import base
 from crossmodal_hash.methods import dsmhn
 from crossmodal_hash.trainers import alternating
 
@@ -153,7 +154,7 @@ def test_joint_update_steps_both_streams_and_refreshes_memories():
   batch = method_batches.rows(data, 0, BATCH)
   _, codes = method.loss_terms(state.params, batch, data, state.memory)
   new, metrics = jax.jit(method.update_joint)(state, batch, data,
-                                              jnp.float32(1e-3))
+                                              base.Step(learning_rate=jnp.float32(1e-3)))
   chex.assert_tree_all_finite((new, metrics))
   assert set(metrics) == {'loss', 'inter', 'label', 'quantization',
                           'balance'}

@@ -9,6 +9,7 @@ from crossmodal_hash import losses
 from crossmodal_hash import sharding
 from crossmodal_hash.data import preprocess
 from crossmodal_hash.data import synthetic
+from crossmodal_hash.methods import base
 from crossmodal_hash.methods import ssah
 from crossmodal_hash.trainers import alternating
 
@@ -65,7 +66,7 @@ def test_each_update_changes_only_its_network(tiny_config, network):
   method = _method(config)
   state = method.init(jax.random.PRNGKey(0), data)
   new, metrics = jax.jit(method.updates[network])(state, _batch(data), data,
-                                                  jnp.float32(1e-3))
+                                                  base.Step(learning_rate=jnp.float32(1e-3)))
   chex.assert_tree_all_finite((new, metrics))
   assert int(new.step) == 1
   for name in state.params:
@@ -89,7 +90,8 @@ def test_memory_rows_hold_the_batch_outputs(tiny_config):
   batch = _batch(data)
   out = method.nets['lab'].apply({'params': state.params['lab']},
                                  batch['label'].astype(jnp.float32))
-  new, _ = method.update_lab(state, batch, data, jnp.float32(1e-3))
+  new, _ = method.update_lab(state, batch, data,
+                              base.Step(learning_rate=jnp.float32(1e-3)))
   np.testing.assert_allclose(new.memory['lab_code'][:BATCH], out.code,
                              rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(new.memory['lab_feat'][:BATCH], out.feature,
@@ -106,7 +108,7 @@ def test_official_code_drifts_only_that_modalitys_discriminator(
   method = _method(config)
   state = method.init(jax.random.PRNGKey(0), data)
   new, _ = jax.jit(method.updates[modality])(state, _batch(data), data,
-                                             jnp.float32(1e-3))
+                                             base.Step(learning_rate=jnp.float32(1e-3)))
   changed = lambda a, b: not jax.tree.all(jax.tree.map(np.array_equal, a, b))
   for m in ('img', 'txt'):
     assert changed(state.params['dis'][m], new.params['dis'][m]) == (
@@ -231,7 +233,7 @@ def test_bf16_compute_keeps_float32_params_and_finite_losses(tiny_config):
   method = _method(config)
   state = method.init(jax.random.PRNGKey(0), data)
   new, metrics = jax.jit(method.update_img)(state, _batch(data), data,
-                                            jnp.float32(1e-3))
+                                            base.Step(learning_rate=jnp.float32(1e-3)))
   chex.assert_tree_all_finite((new, metrics))
   for leaf in jax.tree.leaves(new.params):
     assert leaf.dtype == jnp.float32

@@ -87,8 +87,11 @@ def data_checksum(data: types.MultiModalData) -> str:
   and dtype only, so that the check never reads a whole image set.
   """
   h = hashlib.sha256()
-  for name in ('images', 'texts', 'labels'):
-    array = getattr(data, name)
+  arrays = [(name, getattr(data, name))
+            for name in ('images', 'texts', 'labels')]
+  # Extra fields count too (none: the checksum of the three arrays alone).
+  arrays += sorted(data.extras.items())
+  for name, array in arrays:
     h.update(f'{name}{tuple(array.shape)}{np.dtype(array.dtype).str}'.encode())
     if isinstance(array, np.ndarray):
       h.update(np.ascontiguousarray(array).tobytes())

@@ -117,9 +117,25 @@ def class_indices_to_one_hot(classes: np.ndarray, where: str,
   return one_hot
 
 
-def as_texts(texts: np.ndarray, where: str) -> np.ndarray:
-  """[N, V] texts: a binary bag of words as uint8, else float32 features."""
+def as_texts(texts: np.ndarray, where: str, *,
+             tokens: bool = False) -> np.ndarray:
+  """[N, V] texts: a binary bag of words as uint8, else float32 features.
+
+  With `tokens`, [N, T] token sequences instead: integer ids >= 0 (0 pads a
+  shorter text), returned as int32.
+  """
   texts = np.asarray(texts)
+  if tokens:
+    if texts.ndim != 2 or not (np.issubdtype(texts.dtype, np.integer) or
+                               texts.dtype == bool):
+      raise DataFormatError(f'{where}: token sequences must be [N, T] '
+                            f'integers; got shape {texts.shape}, dtype '
+                            f'{texts.dtype}.')
+    if texts.size and (texts.min() < 0 or
+                       texts.max() > np.iinfo(np.int32).max):
+      raise DataFormatError(f'{where}: token ids must be in [0, 2^31); got '
+                            f'{texts.min()} .. {texts.max()}.')
+    return texts.astype(np.int32)
   if texts.ndim != 2:
     raise DataFormatError(f'{where}: texts must be [N, V]; got shape '
                           f'{texts.shape}.')

@@ -1,4 +1,4 @@
-"""Pieces DCMH and DSMHN share: encoders from the config, one gradient step."""
+"""Pieces DCMH and DSMHN share: code nets from the config, one gradient step."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -9,44 +9,20 @@ import ml_collections
 import optax
 
 from crossmodal_hash.methods import base
-from crossmodal_hash.methods import ssah
 from crossmodal_hash.models import code_net
 from crossmodal_hash.models import hashing_net
-from crossmodal_hash.models import mlp
-from crossmodal_hash.models import video
+from crossmodal_hash.models import registry as models_registry
 
-VIDEO_ENCODER = 'video3d'
-
-
-def image_encoder(model: ml_collections.ConfigDict, dtype: Any):
-  """The trunk of the 'image' modality named by `model.image_encoder`.
-
-  'video3d' is the 3-D conv encoder of clips (`model.video_conv_features`,
-  `video_temporal_pool`, `video_fc_features`); 'cnnf', 'cnnf_small' and
-  'feature_mlp' are SSAH's image trunks (`ssah.image_encoder`).
-  """
-  if model.image_encoder == VIDEO_ENCODER:
-    return video.Video3DEncoder(
-        conv_features=tuple(model.video_conv_features),
-        temporal_pool=tuple(model.video_temporal_pool),
-        fc_features=tuple(model.video_fc_features),
-        init_std=model.init_std, dtype=dtype)
-  return ssah.image_encoder(model, dtype)
-
-
-def bow_encoder(model: ml_collections.ConfigDict, dtype: Any) -> mlp.MLP:
-  """The bag-of-words text trunk: V -> Dense + ReLU per `model.text_hidden`.
-
-  DCMH: one 8192-wide layer (its code layer follows in CodeNet).
-  """
-  hidden = model.text_hidden
-  widths = tuple(hidden) if isinstance(hidden, tuple) else (int(hidden),)
-  return mlp.MLP(features=widths, init_std=model.init_std, dtype=dtype)
+# Where a pretrained image trunk goes (models/registry.py).
+PRETRAINED_TRUNKS = {('img', 'encoder'): 'image_encoder'}
 
 
 def code_nets(config: ml_collections.ConfigDict, *,
               tanh: bool) -> dict[str, code_net.CodeNet]:
   """{'img': image (or video) trunk -> K, 'txt': BoW MLP -> K} from config.
+
+  The image trunk is `model.image_encoder` of models/registry.py ('cnnf',
+  'cnnf_small', 'feature_mlp', 'video3d'), the text trunk its 'bow_mlp'.
 
   The code layers use `model.init_std` and both streams compute in
   `model.compute_dtype` (parameters stay float32).
@@ -55,8 +31,13 @@ def code_nets(config: ml_collections.ConfigDict, *,
   dtype = jnp.dtype(model.compute_dtype)
   head = dict(bits=config.bits, tanh=tanh, init_std=model.init_std,
               dtype=dtype)
-  return {'img': code_net.CodeNet(encoder=image_encoder(model, dtype), **head),
-          'txt': code_net.CodeNet(encoder=bow_encoder(model, dtype), **head)}
+  return {'img': code_net.CodeNet(
+              encoder=models_registry.build('image_encoder', model, dtype),
+              **head),
+          'txt': code_net.CodeNet(
+              encoder=models_registry.ENCODERS.get('bow_mlp').build(model,
+                                                                    dtype),
+              **head)}
 
 
 def init_code_nets(nets: dict[str, code_net.CodeNet], keys: jax.Array,
@@ -91,6 +72,13 @@ def encode(nets: dict[str, Any], params: dict[str, Any], modality: str,
   return hashing_net.binarize(out)
 
 
+def init_pretrained(model: ml_collections.ConfigDict,
+                    params: dict[str, Any]) -> dict[str, Any]:
+  """`params` with the image trunk's pretrained weights, if the config names
+  a file (`Method.init_pretrained` of DCMH and DSMHN)."""
+  return models_registry.merge_pretrained(params, model, PRETRAINED_TRUNKS)
+
+
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
   """Raises a ValueError naming the config key unless value is a choice."""
   if value not in choices:
@@ -106,8 +94,9 @@ def gradient_step(state: base.TrainState, loss_fn: Callable,
   Args:
     state: the training state.
     loss_fn: {name: params of name for name in `params`} -> (loss, aux).
-    optimizer: a learning-rate-free optax transform (see `base.apply_adam`).
-    learning_rate: [] the step's learning rate.
+    optimizer: a `base.make_optimizer` chain.
+    learning_rate: [] the step's learning rate (injected into the chain), or
+      None for a scheduled chain.
     params: names of the networks updated together.
     opt: the name of their optimizer state in `state.opt_state`, the
       optimizer's state of {name: state.params[name] for name in params}.
@@ -118,8 +107,9 @@ def gradient_step(state: base.TrainState, loss_fn: Callable,
   """
   current = {name: state.params[name] for name in params}
   grads, aux = jax.grad(loss_fn, has_aux=True)(current)
-  new, opt_state = base.apply_adam(optimizer, grads, state.opt_state[opt],
-                                   current, learning_rate)
+  new, opt_state = base.apply_optimizer(optimizer, grads,
+                                        state.opt_state[opt], current,
+                                        learning_rate)
   return state.replace(step=state.step + 1, params={**state.params, **new},
                        opt_state={**state.opt_state, opt: opt_state}), aux
 

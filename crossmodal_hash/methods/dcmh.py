@@ -49,7 +49,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from crossmodal_hash import losses
 from crossmodal_hash.methods import base
@@ -90,11 +89,19 @@ class DCMH:
     if self.hp.num_epochs < 1:
       raise ValueError(f'config.dcmh.num_epochs={self.hp.num_epochs} must be '
                        '>= 1.')
+    self.model = config.model
     self.nets = common.code_nets(config, tanh=False)
-    self.optimizer = optax.trace(decay=self.hp.momentum)
+    # Plain SGD (heavy-ball with `momentum`); the epoch's rate is injected.
+    self.optimizer = base.make_optimizer(base.optimizer_config(
+        name='sgd', momentum=self.hp.momentum))
     self.bits = config.bits
     self.updates = {'img': self.update_img, 'txt': self.update_txt}
+    self.inputs = {'img': ('label', 'image'), 'txt': ('label', 'text')}
     self.begin = {'binary_codes': self.refresh_binary_codes}
+
+  def init_pretrained(self, params: dict[str, Any]) -> dict[str, Any]:
+    """A fresh run's params with a pretrained image trunk, if any."""
+    return common.init_pretrained(self.model, params)
 
   def init(self, rng: jax.Array, data: base.Batch) -> base.TrainState:
     """Initial state for a training set `data` ('image', 'text', 'label').
@@ -190,13 +197,13 @@ class DCMH:
     return state.replace(memory=memory), {'loss': self._weighted(terms),
                                           **terms}
 
-  def update_img(self, state, batch, data, learning_rate):
+  def update_img(self, state, batch, data, step):
     """One SGD step of the image net; refreshes the batch's rows of F."""
-    return self._update('img', state, batch, data, learning_rate)
+    return self._update('img', state, batch, data, step.learning_rate)
 
-  def update_txt(self, state, batch, data, learning_rate):
+  def update_txt(self, state, batch, data, step):
     """One SGD step of the text net; refreshes the batch's rows of G."""
-    return self._update('txt', state, batch, data, learning_rate)
+    return self._update('txt', state, batch, data, step.learning_rate)
 
   def encode(self, params: dict[str, Any], modality: str,
              inputs: jax.Array) -> jax.Array:

@@ -44,7 +44,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 from crossmodal_hash import losses
 from crossmodal_hash.methods import base
@@ -84,6 +83,8 @@ class DSMHN:
   """DSMHN's streams, classifier, losses, joint update and schedule."""
 
   trainer = 'alternating'
+  # The rate does not depend on num_epochs (DCMH's decays over it).
+  resumable_keys = ('dsmhn.num_epochs',)
 
   def __init__(self, config: ml_collections.ConfigDict, *, num_labels: int,
                text_dim: int):
@@ -97,18 +98,26 @@ class DSMHN:
                         losses.LABEL_LOSSES)
     common.check_choice('config.dsmhn.pair_weighting',
                         self.hp.pair_weighting, losses.PAIR_WEIGHTINGS)
+    self.model = config.model
     self.nets = common.code_nets(config, tanh=True)
     self.classifier = heads.LabelHead(
         num_labels, init_std=config.model.init_std,
         dtype=jnp.dtype(config.model.compute_dtype))
-    self.optimizer = optax.scale_by_adam(b1=self.hp.adam_b1,
-                                         b2=self.hp.adam_b2,
-                                         eps=self.hp.adam_eps)
+    # One Adam chain over both streams and the classifier; the epoch's rate
+    # is injected (base.make_optimizer).
+    self.optimizer = base.make_optimizer(base.optimizer_config(
+        name='adam', b1=self.hp.adam_b1, b2=self.hp.adam_b2,
+        eps=self.hp.adam_eps))
     self.bits = config.bits
     self.updates = {JOINT: self.update_joint}
+    self.inputs = {JOINT: ('label', 'image', 'text')}
 
   def _classifier_key(self, modality: str) -> str:
     return 'shared' if self.hp.classifier == 'shared' else modality
+
+  def init_pretrained(self, params: dict[str, Any]) -> dict[str, Any]:
+    """A fresh run's params with a pretrained image trunk, if any."""
+    return common.init_pretrained(self.model, params)
 
   def init(self, rng: jax.Array, data: base.Batch) -> base.TrainState:
     """Initial state for a training set `data` ('image', 'text', 'label').
@@ -192,8 +201,9 @@ class DSMHN:
             self.hp.gamma * terms['quantization'] +
             self.hp.eta * terms['balance'])
 
-  def update_joint(self, state, batch, data, learning_rate):
+  def update_joint(self, state, batch, data, step):
     """One Adam step of both streams and the classifier; refreshes memories."""
+    learning_rate = step.learning_rate
 
     def loss_fn(params):
       terms, codes = self.loss_terms(params, batch, data, state.memory)

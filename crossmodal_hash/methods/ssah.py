@@ -55,23 +55,23 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 from crossmodal_hash import losses
 from crossmodal_hash.methods import base
 from crossmodal_hash.methods import registry
-from crossmodal_hash.models import cnnf
 from crossmodal_hash.models import discriminator
 from crossmodal_hash.models import hashing_net
 from crossmodal_hash.models import label
 from crossmodal_hash.models import layers
-from crossmodal_hash.models import mlp
+from crossmodal_hash.models import registry as models_registry
 from crossmodal_hash.models import text
 
 ADVERSARIAL_MODES = ('paper', 'official_code')
 MODALITIES = ('img', 'txt')
 SCHEDULES = ('official', 'interleaved')
 NETWORKS = ('lab', 'dis', 'img', 'txt')
+# Where a pretrained image trunk goes (models/registry.py).
+PRETRAINED_TRUNKS = {('img', 'encoder'): 'image_encoder'}
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -108,30 +108,13 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def image_encoder(model: ml_collections.ConfigDict, dtype: Any,
-                  bias_std: float | None = None):
-  """The image trunk named by `config.model.image_encoder`.
-
-  `bias_std` applies to the new layers of 'feature_mlp' (CNN-F's are
-  pretrained, or Flax-initialised from scratch).
-  """
-  name = model.image_encoder
-  if name == 'cnnf':
-    return cnnf.cnnf_224(dtype=dtype)
-  if name == 'cnnf_small':
-    return cnnf.cnnf_small(dtype=dtype)
-  if name == 'feature_mlp':
-    return mlp.MLP(features=tuple(model.image_mlp_features), dtype=dtype,
-                   bias_std=bias_std)
-  raise ValueError(f'Unknown config.model.image_encoder {name!r}; expected '
-                   "'cnnf', 'cnnf_small' or 'feature_mlp'.")
-
-
 @registry.METHODS.register('ssah')
 class SSAH:
   """SSAH's networks, losses, updates and schedule, built from a config."""
 
   trainer = 'alternating'
+  # More epochs continue the same ladder of rates.
+  resumable_keys = ('ssah.num_epochs',)
 
   def __init__(self, config: ml_collections.ConfigDict, *, num_labels: int,
                text_dim: int):
@@ -147,7 +130,7 @@ class SSAH:
                   losses.REDUCTIONS)
     _check_choice('config.ssah.pair_weighting', self.hp.pair_weighting,
                   losses.PAIR_WEIGHTINGS)
-    model = config.model
+    model = self.model = config.model
     dtype = jnp.dtype(model.compute_dtype)
     init = dict(init_std=model.init_std,
                 bias_std=model.get('bias_init_std', model.init_std))
@@ -159,7 +142,8 @@ class SSAH:
                                        **init),
             **heads),
         'img': hashing_net.HashingNet(
-            encoder=image_encoder(model, dtype, init['bias_std']), **heads),
+            encoder=models_registry.build('image_encoder', model, dtype,
+                                          init['bias_std']), **heads),
         'txt': hashing_net.HashingNet(
             encoder=text.MultiScaleTextEncoder(
                 pool_windows=tuple(model.text_pool_windows),
@@ -168,8 +152,12 @@ class SSAH:
     }
     self.discriminator = discriminator.Discriminator(
         hidden=tuple(model.discriminator_hidden), dtype=dtype, **init)
-    self.optimizer = optax.scale_by_adam(b1=self.hp.adam_b1, b2=self.hp.adam_b2,
-                                         eps=self.hp.adam_eps)
+    # One optax chain per network (and the 'official_code' drift's Adam of
+    # the discriminators); the pass's rate is injected (base.make_optimizer).
+    adam = base.optimizer_config(name='adam', b1=self.hp.adam_b1,
+                                 b2=self.hp.adam_b2, eps=self.hp.adam_eps)
+    self.optimizers = {name: base.make_optimizer(adam)
+                       for name in NETWORKS + ('dis_drift',)}
     self.bits = config.bits
     self.semantic_dim = model.semantic_dim
     if self.hp.schedule == 'official':
@@ -177,8 +165,19 @@ class SSAH:
                       'img': self.update_img, 'txt': self.update_txt}
     else:
       self.updates = {'all': self.update_interleaved}
+    # The data fields each update reads: LabNet and TxtNet passes read no
+    # image (a streamed run reads none from disk for them).
+    self.inputs = {'lab': ('label',), 'dis': ('label', 'image', 'text'),
+                   'img': ('label', 'image'), 'txt': ('label', 'text'),
+                   'all': ('label', 'image', 'text')}
 
   # ---------------------------------------------------------------- state --
+
+  def init_pretrained(self, params: dict[str, Any]) -> dict[str, Any]:
+    """A fresh run's params with the image trunk's pretrained weights (a
+    CNN-F file in `config.model.pretrained_cnnf`), if the config names any."""
+    return models_registry.merge_pretrained(params, self.model,
+                                            PRETRAINED_TRUNKS)
 
   def init(self, rng: jax.Array, data: base.Batch) -> base.TrainState:
     """Initial state for a training set `data` ('image', 'text', 'label').
@@ -202,11 +201,13 @@ class SSAH:
         'img': self.discriminator.init(keys[3], feature)['params'],
         'txt': self.discriminator.init(keys[4], feature)['params'],
     }
-    opt_state = {name: self.optimizer.init(p) for name, p in params.items()}
+    opt_state = {name: self.optimizers[name].init(p)
+                 for name, p in params.items()}
     if self.hp.adversarial == 'official_code':
       # The hash-net optimizer's own Adam moments of the discriminators.
-      opt_state['dis_drift'] = {m: self.optimizer.init(params['dis'][m])
-                                for m in MODALITIES}
+      opt_state['dis_drift'] = {
+          m: self.optimizers['dis_drift'].init(params['dis'][m])
+          for m in MODALITIES}
     memory = {
         'lab_code': jax.random.normal(keys[5], (num_items, self.bits)),
         'lab_feat': jax.random.normal(keys[6], (num_items, self.semantic_dim)),
@@ -341,17 +342,18 @@ class SSAH:
 
   # -------------------------------------------------------------- updates --
 
-  def update_lab(self, state, batch, data, learning_rate):
+  def update_lab(self, state, batch, data, step):
     """One Adam step of LabNet; refreshes 'lab_code' and 'lab_feat'."""
+    learning_rate = step.learning_rate
 
     def loss_fn(p):
       terms, out = self.lab_loss_terms(p, batch, data, state.memory)
       return self._weighted(terms), (terms, out)
 
     grads, (terms, out) = jax.grad(loss_fn, has_aux=True)(state.params['lab'])
-    params, opt = base.apply_adam(self.optimizer, grads,
-                                  state.opt_state['lab'], state.params['lab'],
-                                  learning_rate)
+    params, opt = base.apply_optimizer(self.optimizers['lab'], grads,
+                                       state.opt_state['lab'],
+                                       state.params['lab'], learning_rate)
     memory = dict(state.memory)
     memory['lab_code'] = memory['lab_code'].at[batch['index']].set(out.code)
     memory['lab_feat'] = memory['lab_feat'].at[batch['index']].set(out.feature)
@@ -369,14 +371,15 @@ class SSAH:
     (grads, dis_grads), terms = jax.grad(loss_fn, argnums=(0, 1),
                                          has_aux=True)(
                                              state.params[modality], dis)
-    params, opt = base.apply_adam(self.optimizer, grads,
-                                  state.opt_state[modality],
-                                  state.params[modality], learning_rate)
+    params, opt = base.apply_optimizer(self.optimizers[modality], grads,
+                                       state.opt_state[modality],
+                                       state.params[modality], learning_rate)
     state = _replace(state, modality, params, opt, state.memory)
     if self.hp.adversarial == 'official_code':
       drift = state.opt_state['dis_drift']
-      dis, dis_opt = base.apply_adam(self.optimizer, dis_grads,
-                                     drift[modality], dis, learning_rate)
+      dis, dis_opt = base.apply_optimizer(self.optimizers['dis_drift'],
+                                          dis_grads, drift[modality], dis,
+                                          learning_rate)
       state = state.replace(
           params={**state.params,
                   'dis': {**state.params['dis'], modality: dis}},
@@ -384,17 +387,20 @@ class SSAH:
                      'dis_drift': {**drift, modality: dis_opt}})
     return state, _metrics(terms, self._weighted)
 
-  def update_img(self, state, batch, data, learning_rate):
+  def update_img(self, state, batch, data, step):
     """One Adam step of ImgNet (and, with 'official_code', the drift)."""
-    return self._update_modality('img', state, batch, data, learning_rate)
+    return self._update_modality('img', state, batch, data,
+                                 step.learning_rate)
 
-  def update_txt(self, state, batch, data, learning_rate):
+  def update_txt(self, state, batch, data, step):
     """One Adam step of TxtNet (and, with 'official_code', the drift)."""
-    return self._update_modality('txt', state, batch, data, learning_rate)
+    return self._update_modality('txt', state, batch, data,
+                                 step.learning_rate)
 
-  def update_dis(self, state, batch, data, learning_rate):
+  def update_dis(self, state, batch, data, step):
     """One Adam step of both discriminators on the batch's fresh features."""
     del data
+    learning_rate = step.learning_rate
     p = state.params
     features = {
         'lab': self.nets['lab'].apply({'params': p['lab']},
@@ -408,20 +414,22 @@ class SSAH:
                 features.items()}
     grads, metrics = jax.grad(self.discriminator_loss, has_aux=True)(
         p['dis'], features)
-    params, opt = base.apply_adam(self.optimizer, grads, state.opt_state['dis'],
-                                  p['dis'], learning_rate)
+    params, opt = base.apply_optimizer(self.optimizers['dis'], grads,
+                                       state.opt_state['dis'], p['dis'],
+                                       learning_rate)
     return _replace(state, 'dis', params, opt, state.memory), metrics
 
-  def update_interleaved(self, state, batch, data, learning_rate):
+  def update_interleaved(self, state, batch, data, step):
     """LabNet, discriminator, ImgNet and TxtNet steps on one batch, in order.
 
-    `learning_rate` is [4]: the rates of lab, dis, img, txt.
+    `step.learning_rate` is [4]: the rates of lab, dis, img, txt.
     """
     metrics = {'loss': 0.0}
     for i, network in enumerate(NETWORKS):
       update = {'lab': self.update_lab, 'dis': self.update_dis,
                 'img': self.update_img, 'txt': self.update_txt}[network]
-      state, m = update(state, batch, data, learning_rate[i])
+      state, m = update(state, batch, data,
+                        step.replace(learning_rate=step.learning_rate[i]))
       metrics.update({f'{network}/{k}': v for k, v in m.items()})
       metrics['loss'] += m['loss']
     return state, metrics

@@ -174,8 +174,9 @@ class Evaluator:
     """
     out = {}
     for side, rows in (('query', self.query), ('db', self.retrieval)):
-      for name, modality, inputs in (('image', 'img', self.data.images),
-                                     ('text', 'txt', self.data.texts)):
+      fields = base.encode_fields(self.method)
+      for name, modality in (('image', 'img'), ('text', 'txt')):
+        inputs = self.data.field(fields[modality])
         out[f'{name}_{side}'] = encode(
             self.method, params, modality, inputs, rows=rows,
             batch_size=self.batch_size, mesh=self.mesh,

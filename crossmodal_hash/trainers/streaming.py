@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 import grain
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from crossmodal_hash import sharding
@@ -87,10 +88,12 @@ def resident_arrays(train: types.MultiModalData,
   """The host arrays a placement puts on the devices.
 
   Returns:
-    'label' [T, L], 'text' [T, V], 'image_mean' and 'image_inv_scale' [C] (or
-    [D]); with `with_images` also 'image' [T, ...] (a lazy array is read whole).
+    'label' [T, L], 'text' [T, V] (or [T, T_max] tokens), every extra field
+    of the dataset, 'image_mean' and 'image_inv_scale' [C] (or [D]); with
+    `with_images` also 'image' [T, ...] (a lazy array is read whole).
   """
   arrays = {'text': np.asarray(train.texts), 'label': np.asarray(train.labels),
+            **{k: np.asarray(v) for k, v in train.extras.items()},
             'image_mean': image_stats[0], 'image_inv_scale': image_stats[1]}
   if with_images:
     arrays['image'] = np.asarray(train.images)
@@ -147,7 +150,8 @@ class PassBatches(grain.MapDataset):
 def pass_loader(train: types.MultiModalData, order: np.ndarray, *,
                 global_batch_size: int, pass_index: int,
                 options: pipeline.Options = pipeline.Options(),
-                shard: grain.sharding.ShardOptions | None = None
+                shard: grain.sharding.ShardOptions | None = None,
+                fields: tuple[str, ...] = HOST_FIELDS, start: int = 0
                ) -> pipeline.Loader:
   """The grain loader of one pass: floor(T / B) batches in `order`.
 
@@ -158,43 +162,59 @@ def pass_loader(train: types.MultiModalData, order: np.ndarray, *,
     pass_index: the pass (recorded in the loader's fingerprint).
     options: read threads, worker processes, prefetching.
     shard: this process's part (default `pipeline.process_shard()`).
+    fields: the host fields to read (`host_fields` of the update's inputs);
+      a pass of an update that reads no image reads none.
+    start: the first batch (the per-step family resumes within a pass).
   """
   shard = shard or pipeline.process_shard()
-  reader = batching.RowReader(train, None, HOST_FIELDS)
+  reader = batching.RowReader(train, None, host_fields(fields))
 
-  def make(start: int) -> PassBatches:
+  def make(first: int) -> PassBatches:
     return PassBatches(reader, order, global_batch_size=global_batch_size,
-                       shard=shard, start=start)
+                       shard=shard, start=start + first)
 
   digest = hashlib.sha256(np.ascontiguousarray(order, np.int64).tobytes())
   fingerprint = dict(kind='train_pass', pass_index=int(pass_index),
                      num_items=len(order), order_sha256=digest.hexdigest(),
-                     global_batch_size=int(global_batch_size))
+                     global_batch_size=int(global_batch_size),
+                     first_batch=int(start))
   return pipeline.Loader(make(0), options, fingerprint, make)
 
 
 def complete_batch(batch: base.Batch, data: base.Batch,
-                   batch_spec: jax.sharding.NamedSharding) -> base.Batch:
+                   batch_spec: jax.sharding.NamedSharding,
+                   fields: tuple[str, ...] = base.ALL_FIELDS) -> base.Batch:
   """The update's batch from a streamed one, inside jit.
 
   Args:
-    batch: 'index' [B] int32 and 'image' [B, ...] raw, batch-sharded.
+    batch: 'index' [B] int32 and the host fields read (e.g. 'image' [B, ...]
+      raw), batch-sharded.
     data: the resident arrays ('label', 'text', image statistics).
     batch_spec: the batch sharding.
+    fields: the fields the update reads (its `inputs`).
 
   Returns:
-    'index' [B], 'label' [B, L] and 'text' [B, V] gathered from `data`, and
-    'image' [B, ...] normalised to float32 (as `alternating.gather_batch`).
+    'index' [B], each resident field gathered from `data` ('label' [B, L],
+    'text' [B, ...]) and 'image' [B, ...] normalised to float32 (as
+    `harness.gather_batch`), only those in `fields`.
   """
   index = batch['index']
-  out = {
-      'index': index,
-      'label': data['label'][index],
-      'text': data['text'][index],
-      'image': preprocess.normalize(batch['image'], data['image_mean'],
-                                    data['image_inv_scale']),
-  }
+  out = {'index': index}
+  for field in fields:
+    if field == 'image':
+      out['image'] = preprocess.normalize(batch['image'], data['image_mean'],
+                                          data['image_inv_scale'])
+    elif field in batch:
+      out[field] = batch[field]
+    elif field != 'index':
+      out[field] = data[field][index]
   return jax.lax.with_sharding_constraint(out, batch_spec)
+
+
+def host_fields(fields: tuple[str, ...]) -> tuple[str, ...]:
+  """The fields of `fields` read from the host per batch ('index' always)."""
+  return ('index',) + tuple(f for f in fields if f in HOST_FIELDS and
+                            f != 'index')
 
 
 def make_step_fn(method: base.Method, network: str, mesh: jax.sharding.Mesh,
@@ -208,18 +228,26 @@ def make_step_fn(method: base.Method, network: str, mesh: jax.sharding.Mesh,
     donated; compiles once per network (`trace_guard` may check that).
   """
   update = method.updates[network]
+  fields = base.batch_fields(method, network)
   batch_spec = sharding.batch_sharded(mesh)
   replicated = sharding.replicated(mesh)
 
   def step(state, batch, data, learning_rate):
-    state, metrics = update(state, complete_batch(batch, data, batch_spec),
-                            data, learning_rate)
+    state, metrics = update(
+        state, complete_batch(batch, data, batch_spec, fields), data,
+        base.Step(rng=base.step_key(state.rng, state.step),
+                  learning_rate=learning_rate))
     finite = base.tree_all_finite((metrics, state.params, state.memory))
     return state, metrics, finite
 
   return jax.jit(trace_guard(step) if trace_guard else step,
                  in_shardings=(replicated, batch_spec, replicated, replicated),
                  out_shardings=replicated, donate_argnums=0)
+
+
+def stream_options(config: ml_collections.ConfigDict) -> pipeline.Options:
+  """The pipeline's options of `config.train` (worker processes)."""
+  return pipeline.Options(worker_count=int(config.train.stream_workers))
 
 
 def mean_results(results: Sequence[tuple[dict[str, jax.Array], jax.Array]]
@@ -243,14 +271,19 @@ class StreamedPasses:
 
   def __init__(self, method: base.Method, train: types.MultiModalData,
                resident: dict[str, jax.Array], mesh: jax.sharding.Mesh, *,
-               batch_size: int, options: pipeline.Options):
+               batch_size: int, options: pipeline.Options,
+               compile_steps: bool = True):
+    """Readers and (with `compile_steps`) one jitted step per update."""
     self.train = train
     self.resident = resident
     self.mesh = mesh
     self.batch_size = batch_size
     self.options = options
     self.num_batches = len(train) // batch_size
-    self._steps = {n: make_step_fn(method, n, mesh) for n in method.updates}
+    self._fields = {n: base.batch_fields(method, n) for n in method.updates}
+    self._all_fields = base.batch_fields(method)
+    self._steps = ({n: make_step_fn(method, n, mesh) for n in method.updates}
+                   if compile_steps else {})
     self._order = jax.jit(pass_permutation, static_argnums=2,
                           out_shardings=sharding.replicated(mesh))
 
@@ -258,6 +291,16 @@ class StreamedPasses:
     """[T] int32 host copy of the pass's permutation (as on the devices)."""
     return np.asarray(jax.device_get(
         self._order(rng, jnp.int32(pass_index), len(self.train))))
+
+  def loader(self, rng: jax.Array, pass_index: int, *, start: int = 0,
+             fields: tuple[str, ...] | None = None) -> pipeline.Loader:
+    """The pass's loader from batch `start`, reading the host `fields` of
+    (default) every update's inputs."""
+    return pass_loader(self.train, self.order(rng, pass_index),
+                       global_batch_size=self.batch_size,
+                       pass_index=pass_index, options=self.options,
+                       fields=self._all_fields if fields is None else fields,
+                       start=start)
 
   def run(self, state: base.TrainState, pass_index: int, network: str,
           learning_rate: Any,
@@ -268,9 +311,7 @@ class StreamedPasses:
     Returns:
       (state, metrics averaged over the pass as host floats, finite).
     """
-    loader = pass_loader(self.train, self.order(state.rng, pass_index),
-                         global_batch_size=self.batch_size,
-                         pass_index=pass_index, options=self.options)
+    loader = self.loader(state.rng, pass_index, fields=self._fields[network])
     step, lr = self._steps[network], jnp.asarray(learning_rate, jnp.float32)
     iterator = loader.global_iterator(self.mesh)
     results = []
@@ -286,16 +327,18 @@ class StreamedPasses:
 
 
 def iterator_state(train_indices: np.ndarray, batch_size: int,
-                   next_pass: int, placement: str) -> dict[str, Any]:
-  """The data position saved with a checkpoint taken after a whole pass.
+                   next_pass: int, placement: str, *,
+                   next_batch: int = 0) -> dict[str, Any]:
+  """The data position saved with a checkpoint.
 
-  Batch order is a function of (seed, pass), so the next pass's index (and
-  batch 0 of it) is the whole position; the rest identifies the data.
+  Batch order is a function of (seed, pass), so the next pass's index and the
+  next batch of it (0 after a whole pass; the per-step family checkpoints
+  within passes) are the whole position; the rest identifies the data.
   """
   digest = hashlib.sha256(
       np.ascontiguousarray(train_indices, np.int64).tobytes())
   return {'format': STATE_FORMAT, 'order': ORDER, 'next_pass': int(next_pass),
-          'next_batch': 0, 'num_items': len(train_indices),
+          'next_batch': int(next_batch), 'num_items': len(train_indices),
           'train_sha256': digest.hexdigest(),
           'global_batch_size': int(batch_size), 'placement': placement}
 

@@ -1,0 +1,90 @@
+"""Defaults the configs share, as the Flax examples' configs/default.py.
+
+A config file in configs/ is its dataset, its method's hyper-parameters and
+what differs from these; e.g. the four SSAH real-data configs are
+`ssah_real_data(dataset)` with their own docstrings.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import ml_collections
+
+from crossmodal_hash import config_utils
+from crossmodal_hash.data import user_files
+from crossmodal_hash.methods import ssah
+
+
+def base(method: str, *, bits: int,
+         dataset: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The top of every config: method, seed 0, bits and the dataset."""
+  config = ml_collections.ConfigDict()
+  config.method = method
+  config.seed = 0
+  config.bits = bits
+  config.dataset = dataset
+  return config
+
+
+def cnnf_model(*, text_hidden: int) -> ml_collections.ConfigDict:
+  """`config.model` of a 224 x 224 CNN-F image net on pixels.
+
+  Trained from scratch unless `pretrained_cnnf` names MatConvNet's
+  imagenet-vgg-f.mat (conv1..fc7, as the papers start from); with a file,
+  also set image_normalization='pretrained_mean' to subtract its mean image.
+  """
+  model = ml_collections.ConfigDict()
+  model.image_encoder = 'cnnf'
+  model.image_mlp_features = (4096,)
+  model.image_normalization = 'mean'  # CNN-F: pixels minus the mean.
+  model.pretrained_cnnf = ''
+  model.text_hidden = text_hidden
+  model.init_std = 0.01
+  model.compute_dtype = 'float32'
+  return model
+
+
+def synthetic_model(*, text_hidden: int, init_std: float,
+                    image_encoder: str = 'cnnf_small'
+                   ) -> ml_collections.ConfigDict:
+  """`config.model` of the CPU demos on the built-in synthetic data: a small
+  CNN-F on 32 x 32 pixels (or `image_encoder`), standardised inputs."""
+  model = ml_collections.ConfigDict()
+  model.image_encoder = image_encoder
+  model.image_mlp_features = (4096,)
+  model.image_normalization = 'standardize'
+  model.text_hidden = text_hidden
+  model.init_std = init_std
+  model.compute_dtype = 'float32'
+  return model
+
+
+def ssah_model(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`model` with SSAH's own fields, as in the official code."""
+  model.semantic_dim = 512
+  model.label_hidden = 4096
+  model.text_pool_windows = (5, 10, 15, 30, 50)
+  model.discriminator_hidden = (512, 256)
+  return model
+
+
+def ssah_real_data(dataset: str) -> ml_collections.ConfigDict:
+  """SSAH on a DCMH-style image-text dataset (`user_files.dataset_config`
+  name, e.g. 'mirflickr25k'), CNN-F 224 x 224, official hyper-parameters,
+  16 bits; not locked (the config file applies its argument)."""
+  config = base('ssah', bits=16, dataset=user_files.dataset_config(dataset))
+  config.model = ssah_model(cnnf_model(text_hidden=4096))
+  config.ssah = ssah.default_config()
+  config.ssah.sim_positive = 0.999  # As in the official code.
+  config.ssah.num_epochs = 10
+  return config_utils.add_run_defaults(config, checkpoint_every_passes=5)
+
+
+def ssah_real_data_file(dataset: str
+                       ) -> Callable[[str | None], ml_collections.ConfigDict]:
+  """A config file's `get_config(arg)` of `ssah_real_data(dataset)`."""
+
+  def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    return config_utils.apply_arg(ssah_real_data(dataset), arg)
+
+  return get_config
