@@ -65,6 +65,7 @@ from crossmodal_hash import contrastive
 from crossmodal_hash.data import synthetic_sequences
 from crossmodal_hash.methods import base
 from crossmodal_hash.methods import common
+from crossmodal_hash.methods import registry
 from crossmodal_hash.models import graph
 from crossmodal_hash.models import hashing_net
 from crossmodal_hash.models import scahn as scahn_models
@@ -179,6 +180,7 @@ def discriminator_optimizer(hp: ml_collections.ConfigDict
           hp.dis_lr, hp.decay_rate, hp.decay_steps, hp.warmup_steps)))
 
 
+@registry.METHODS.register('scahn')
 class SCAHN:
   """SCAHN's networks, losses and per-batch training step, from a config."""
 
