@@ -71,6 +71,25 @@ from crossmodal_hash.models import hashing_net
 from crossmodal_hash.models import scahn as scahn_models
 
 CONTRASTIVE_LOSSES = ('paco', 'triplet')
+
+
+def _token_sequence(tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+  tokens = tokens.astype(jnp.int32)
+  return tokens, tokens != synthetic_sequences.PAD_TOKEN
+
+
+# Input form -> (model config, [B, ...] rows) -> ([B, S(, F)], [B, S] mask or
+# None = all valid); see data/synthetic_sequences.py.
+_INPUT_FORMS = {
+    'patches': lambda m, x: (synthetic_sequences.image_patches(
+        x, m.patch_size), None),
+    'features': lambda m, x: (synthetic_sequences.feature_tokens(
+        x.astype(jnp.float32)), None),
+    'regions': lambda m, x: (x.astype(jnp.float32), None),
+    'bow': lambda m, x: _token_sequence(synthetic_sequences.bow_tokens(
+        x, m.max_text_tokens)),
+    'tokens': lambda m, x: _token_sequence(x),
+}
 IMAGE_INPUTS = ('patches', 'features', 'regions')
 TEXT_INPUTS = ('bow', 'tokens', 'features')
 _QUEUE_FIELDS = ('codes', 'labels', 'pointer')
@@ -254,17 +273,7 @@ class SCAHN:
     """
     form = (self.model.image_input if modality == 'img' else
             self.model.text_input)
-    if form == 'patches':
-      return synthetic_sequences.image_patches(x, self.model.patch_size), None
-    if form == 'features':
-      return synthetic_sequences.feature_tokens(x.astype(jnp.float32)), None
-    if form == 'regions':
-      return x.astype(jnp.float32), None
-    if form == 'bow':
-      tokens = synthetic_sequences.bow_tokens(x, self.model.max_text_tokens)
-    else:
-      tokens = x.astype(jnp.int32)
-    return tokens, tokens != synthetic_sequences.PAD_TOKEN
+    return _INPUT_FORMS[form](self.model, x)
 
   def _sequences(self, batch: base.Batch):
     pairs = {m: self.sequence(m, batch[field])
