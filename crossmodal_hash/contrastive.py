@@ -244,7 +244,10 @@ def triplet_loss(source: jax.Array, source_labels: jax.Array,
     weighted: l_apn *= 10 (g_ap - g_an), g = `ndcg_gains` (the code's
     `triplet_alpha == 10` branch);
   then max(0, l) summed ('sum', as SCAHN calls it) or divided by the number
-  of positive terms ('mean'). The [B, N, N] triplet tensor is formed.
+  of positive terms ('mean'). The [B, N, N] triplet tensor is formed. The
+  code's extra factor `(triplet_beta - 0.1) * triplet_gamma + 0.1` on the mask
+  and the gains is 1 in its released config and is left out; its NDCG
+  normaliser assumes N = B, here it runs over the N targets.
 
   Args:
     source: [B, K] anchor codes.
