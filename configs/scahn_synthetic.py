@@ -17,7 +17,10 @@ with no decay within the run. Everything else is the code's: PaCo over four
 directions with queues of 1,024, temperature 0.05, the label graph at 0.4 /
 0.25, the GCN at 0.2, the discriminators' Adam(1e-4, 0.5, 0.9) with weight
 decay 1e-4, clipping at 2.0. 500 validation queries carved out of the 2,000
-training items select the checkpoint (every 500 steps).
+training items select the checkpoint (every 500 steps). Validation mAP@all
+(mean of I->T and T->I) after 500 / 1,000 / 1,500 / 2,000 steps: 0.616 /
+0.679 / 0.687 / 0.691; the test queries then score I->T 0.577, T->I 0.622
+(random codes 0.387) at 32 bits, in 8 minutes on 2 shared CPU cores.
 """
 import ml_collections
 
