@@ -49,13 +49,9 @@ def synthetic_model(*, text_hidden: int, init_std: float,
                    ) -> ml_collections.ConfigDict:
   """`config.model` of the CPU demos on the built-in synthetic data: a small
   CNN-F on 32 x 32 pixels (or `image_encoder`), standardised inputs."""
-  model = ml_collections.ConfigDict()
+  model = config_utils.feature_input_model(text_hidden=text_hidden,
+                                           init_std=init_std)
   model.image_encoder = image_encoder
-  model.image_mlp_features = (4096,)
-  model.image_normalization = 'standardize'
-  model.text_hidden = text_hidden
-  model.init_std = init_std
-  model.compute_dtype = 'float32'
   return model
 
 

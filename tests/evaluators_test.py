@@ -25,6 +25,19 @@ def test_an_unknown_type_names_the_section():
     evaluators.from_config(config)
 
 
+def test_an_evaluator_refuses_outputs_it_cannot_rank():
+
+  class Embeddings:
+    outputs = {'img': 'real', 'txt': 'real'}
+
+  config = ml_collections.ConfigDict({'method': 'cosine_method',
+                                      'evals': config_utils.default_evals()})
+  # (ConfigDict sections come in key order: 'final' first.)
+  with pytest.raises(ValueError, match=r"config.evals.final \(final_report\) "
+                     r"evaluates \('binary',\) outputs; cosine_method"):
+    evaluators.from_config(config, Embeddings())
+
+
 def test_a_run_runs_only_the_evaluators_its_config_names(tiny_config,
                                                          tmp_path):
   config = tiny_config('ssah.num_epochs=1', 'eval.every_passes=2',

@@ -136,6 +136,9 @@ class Method(Protocol):
       default {'img': 'image', 'txt': 'text'}; 'image' is normalised first.
     num_steps: (per-step methods) the run's length in batches.
     begin: (optional) {name: BeginFn}, hooks that phases name (alternating).
+    init_pretrained: (optional) params -> params, run on a fresh run's
+      params (outside jit): weights from files the config names, e.g. a
+      CNN-F trunk (`models.registry.merge_pretrained`).
     unsaved_memories: (optional) memories no loss reads, left out of
       checkpoints.
 

@@ -72,11 +72,18 @@ def encode(nets: dict[str, Any], params: dict[str, Any], modality: str,
   return hashing_net.binarize(out)
 
 
-def init_pretrained(model: ml_collections.ConfigDict,
-                    params: dict[str, Any]) -> dict[str, Any]:
-  """`params` with the image trunk's pretrained weights, if the config names
-  a file (`Method.init_pretrained` of DCMH and DSMHN)."""
-  return models_registry.merge_pretrained(params, model, PRETRAINED_TRUNKS)
+class PretrainedImageTrunk:
+  """`Method.init_pretrained` of a method whose image trunk is at
+  ('img', 'encoder') of its params (SSAH, DCMH, DSMHN); `self.model` is
+  `config.model`."""
+
+  model: ml_collections.ConfigDict
+
+  def init_pretrained(self, params: dict[str, Any]) -> dict[str, Any]:
+    """A fresh run's params with the image trunk's pretrained weights, if
+    the config names a file (e.g. `model.pretrained_cnnf`)."""
+    return models_registry.merge_pretrained(params, self.model,
+                                            PRETRAINED_TRUNKS)
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

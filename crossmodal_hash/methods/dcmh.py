@@ -75,7 +75,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 @registry.METHODS.register('dcmh')
-class DCMH:
+class DCMH(common.PretrainedImageTrunk):
   """DCMH's networks, losses, updates and schedule, built from a config."""
 
   trainer = 'alternating'
@@ -98,10 +98,6 @@ class DCMH:
     self.updates = {'img': self.update_img, 'txt': self.update_txt}
     self.inputs = {'img': ('label', 'image'), 'txt': ('label', 'text')}
     self.begin = {'binary_codes': self.refresh_binary_codes}
-
-  def init_pretrained(self, params: dict[str, Any]) -> dict[str, Any]:
-    """A fresh run's params with a pretrained image trunk, if any."""
-    return common.init_pretrained(self.model, params)
 
   def init(self, rng: jax.Array, data: base.Batch) -> base.TrainState:
     """Initial state for a training set `data` ('image', 'text', 'label').

@@ -79,7 +79,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 @registry.METHODS.register('dsmhn')
-class DSMHN:
+class DSMHN(common.PretrainedImageTrunk):
   """DSMHN's streams, classifier, losses, joint update and schedule."""
 
   trainer = 'alternating'
@@ -114,10 +114,6 @@ class DSMHN:
 
   def _classifier_key(self, modality: str) -> str:
     return 'shared' if self.hp.classifier == 'shared' else modality
-
-  def init_pretrained(self, params: dict[str, Any]) -> dict[str, Any]:
-    """A fresh run's params with a pretrained image trunk, if any."""
-    return common.init_pretrained(self.model, params)
 
   def init(self, rng: jax.Array, data: base.Batch) -> base.TrainState:
     """Initial state for a training set `data` ('image', 'text', 'label').

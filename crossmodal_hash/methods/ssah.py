@@ -58,6 +58,7 @@ import ml_collections
 
 from crossmodal_hash import losses
 from crossmodal_hash.methods import base
+from crossmodal_hash.methods import common
 from crossmodal_hash.methods import registry
 from crossmodal_hash.models import discriminator
 from crossmodal_hash.models import hashing_net
@@ -70,8 +71,6 @@ ADVERSARIAL_MODES = ('paper', 'official_code')
 MODALITIES = ('img', 'txt')
 SCHEDULES = ('official', 'interleaved')
 NETWORKS = ('lab', 'dis', 'img', 'txt')
-# Where a pretrained image trunk goes (models/registry.py).
-PRETRAINED_TRUNKS = {('img', 'encoder'): 'image_encoder'}
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -109,7 +108,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 @registry.METHODS.register('ssah')
-class SSAH:
+class SSAH(common.PretrainedImageTrunk):
   """SSAH's networks, losses, updates and schedule, built from a config."""
 
   trainer = 'alternating'
@@ -173,11 +172,6 @@ class SSAH:
 
   # ---------------------------------------------------------------- state --
 
-  def init_pretrained(self, params: dict[str, Any]) -> dict[str, Any]:
-    """A fresh run's params with the image trunk's pretrained weights (a
-    CNN-F file in `config.model.pretrained_cnnf`), if the config names any."""
-    return models_registry.merge_pretrained(params, self.model,
-                                            PRETRAINED_TRUNKS)
 
   def init(self, rng: jax.Array, data: base.Batch) -> base.TrainState:
     """Initial state for a training set `data` ('image', 'text', 'label').

@@ -35,6 +35,7 @@ class PeriodicMap:
   statistics; selects the best checkpoint when there is a validation split."""
 
   periodic = True
+  outputs = ('binary',)  # Hamming ranking of ±1 codes.
 
   def __init__(self, section: ml_collections.ConfigDict):
     del section  # Its options are config.eval's.
@@ -57,6 +58,7 @@ class FinalReport:
   plots in `<workdir>/eval`; of the test queries, else the validation ones."""
 
   periodic = False
+  outputs = ('binary',)  # Hamming ranking of ±1 codes.
 
   def __init__(self, section: ml_collections.ConfigDict):
     del section  # Its options are config.eval's.
@@ -69,11 +71,14 @@ class FinalReport:
         metadata={**metadata, 'query_set': evaluator.name})
 
 
-def from_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+def from_config(config: ml_collections.ConfigDict,
+                method: Any = None) -> dict[str, Any]:
   """{name: evaluator} of `config.evals` (the defaults without it).
 
   Raises:
-    ValueError: a section without a registered `type`, naming it.
+    ValueError: a section without a registered `type`, or an evaluator of
+      outputs `method` does not give (e.g. Hamming mAP of real-valued
+      embeddings), naming it.
   """
   sections = config.get('evals') or config_utils.default_evals()
   out = {}
@@ -83,4 +88,9 @@ def from_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
       raise ValueError(f'config.evals.{name}.type={kind!r} is not one of '
                        f'{EVALUATORS.names()}.')
     out[name] = EVALUATORS.get(kind)(section)
+    given = set(base.outputs(method).values()) if method is not None else set()
+    if given - set(out[name].outputs):
+      raise ValueError(f'config.evals.{name} ({kind}) evaluates '
+                       f'{out[name].outputs} outputs; {config.method} gives '
+                       f'{base.outputs(method)}.')
   return out

@@ -299,7 +299,7 @@ class Run:
       evaluators = evaluation_hooks.Evaluator.for_split(
           split, method=method, data=data, mesh=mesh,
           batch_size=config.eval.batch_size, image_stats=image_stats)
-      evals = evaluators_lib.from_config(config)
+      evals = evaluators_lib.from_config(config, method)
     except BaseException:
       checkpointer.close()
       raise
@@ -435,13 +435,15 @@ class Run:
       records.append(out)
     return records
 
-  def raise_non_finite(self, where: str, metrics: dict[str, Any]) -> None:
-    """Raises NonFiniteError, naming the last good checkpoint."""
+  def raise_non_finite(self, where: str, metrics: dict[str, Any],
+                       unit: str = 'pass') -> None:
+    """Raises NonFiniteError naming the last good checkpoint, numbered in
+    `unit`s ('pass' or 'step')."""
     self.checkpointer.wait()
     last = self.checkpointer.latest_step()
     raise NonFiniteError(
         f'{where} produced NaN/Inf: {metrics}. The last good checkpoint '
-        f'({"none" if last is None else f"at {last}"}, in '
+        f'({"none" if last is None else f"{unit} {last}"}, in '
         f'{self.checkpointer.directory}) is kept. Lower the learning rates or '
         'use config.model.compute_dtype=float32.')
 

@@ -222,7 +222,8 @@ def _loop(run: harness.Run, holder: dict[str, Any], steps, *, start: int,
         mean, all_finite = streaming.mean_results(pending)
         seconds = time.perf_counter() - tic
         if not all_finite:
-          run.raise_non_finite(f'Steps {done - len(pending)}..{s}', mean)
+          run.raise_non_finite(f'Steps {done - len(pending)}..{s}', mean,
+                               unit='step')
         writer.write({'step_index': s, 'epoch': s // run.num_batches, 'step': int(state.step),
                       'seconds': seconds, 'items_per_second': len(pending) *
                       config.train.batch_size / seconds, **mean})
@@ -236,6 +237,7 @@ def _loop(run: harness.Run, holder: dict[str, Any], steps, *, start: int,
           writer.write(record)
     return state
   finally:
+    steps.close()  # Closes a streamed pass's pipeline iterator.
     bar.close()
     writer.close()
 

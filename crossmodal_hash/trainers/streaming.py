@@ -12,8 +12,9 @@ devices, it streams them instead ('stream' placement, this module):
 * Each pass reads its batches through the grain pipeline (`data.pipeline`
   `Loader`: read threads or worker processes, prefetch, host batches made
   global arrays in `sharding.host_to_global`): this process's block of each
-  global batch, image and position only; labels and texts are gathered on
-  the devices.
+  global batch, position and image only, and the image only in passes whose
+  update declares it (`Method.inputs`); labels and texts are gathered on the
+  devices.
 * One jitted call per batch runs the method's `updates[network]` with the
   same in/out shardings as the device passes, the state donated.
 
