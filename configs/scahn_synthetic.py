@@ -1,13 +1,15 @@
 """SCAHN on the built-in synthetic dataset, on CPU.
 
 Usage:
-  python -m crossmodal_hash.main --config=configs/scahn_synthetic.py --workdir=DIR
+  python -m crossmodal_hash.main --config=configs/scahn_synthetic.py \
+      --workdir=DIR
   python -m crossmodal_hash.main --config=configs/scahn_synthetic.py:bits=64 ...
 
 Inputs (data/synthetic_sequences.py): the 32 x 32 images as 16 patches of
 8 x 8 pixels (standardised), the bag-of-words texts as sets of at most 32
 word tokens with learned embeddings. Feature-input variant:
-  --config=configs/scahn_synthetic.py:dataset.name=synthetic_features,model.image_input=features
+  --config='configs/scahn_synthetic.py:dataset.name=synthetic_features,\
+model.image_input=features'
 
 Sizes and rates differ from the public code's (width 1024, Adam 4e-5 after
 1,000 warm-up steps, for fine-tuning pretrained BERT / bottom-up features):

@@ -1,4 +1,4 @@
-"""SCAHN's training pieces: memory queues, contrastive, label and adversarial losses.
+"""SCAHN's training pieces: memory queues; contrastive, label, adversarial losses.
 
 Everything here is a pure function of arrays (queues included), so a method can
 keep its queues in its training state, jit them, shard them and checkpoint them.
@@ -144,7 +144,8 @@ def contrast_set(queries: jax.Array, keys: jax.Array, labels: jax.Array,
 
 
 def paco_loss(features: jax.Array, targets: jax.Array, sup_logits: jax.Array,
-              *, temperature: float = 0.05, base_temperature: float | None = None,
+              *, temperature: float = 0.05,
+              base_temperature: float | None = None,
               alpha: float = 0.07, beta: float = 1.0, gamma: float = 1.0,
               sup_temperature: float = 1.0) -> jax.Array:
   """Parametric contrastive loss over a contrast set (the code's `PaCoLoss`).
@@ -309,7 +310,7 @@ def dual_discriminator_loss(img_disc_on_img: jax.Array,
                             img_disc_on_txt: jax.Array,
                             txt_disc_on_txt: jax.Array,
                             txt_disc_on_img: jax.Array) -> jax.Array:
-  """The two discriminators' loss, from logits [B] (the code's sum of four means).
+  """The two discriminators' loss from logits [B]: the code's sum of 4 means.
 
   -log D_img(img) - log(1 - D_img(txt)) - log D_txt(txt) - log(1 - D_txt(img)),
   each averaged over the batch.

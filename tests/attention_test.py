@@ -1,4 +1,4 @@
-"""Tests of crossmodal_hash.models.attention: shapes, padding, dropout, traces."""
+"""Tests of models/attention.py: shapes, padding, dropout, traces."""
 from __future__ import annotations
 
 import chex

@@ -1,4 +1,4 @@
-"""SCAHN's losses and queues against float64 NumPy transcriptions of the public code.
+"""SCAHN's losses and queues against float64 NumPy transcriptions of its code.
 
 The references below follow the public MindSpore code (YI1219/SCAHN-MindSpore,
 `src/loss.py` and `src/scahn_model.py`) operation by operation, in float64:

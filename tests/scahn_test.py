@@ -1,4 +1,4 @@
-"""Tests of crossmodal_hash.methods.scahn: its step, schedules, sharding, traces."""
+"""Tests of methods/scahn.py: its step, schedules, sharding, traces, resume."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""Sequence inputs for SCAHN's attention encoders, and adapters from other forms.
+"""Sequence inputs for SCAHN's attention encoders, and adapters to sequences.
 
 SCAHN (`models/attention.py`) reads each modality as a sequence. This module
 gives the synthetic generator sequence forms, and turns the datasets' usual

@@ -1,4 +1,4 @@
-"""SCAHN's semantic label graph and the 2-layer GCN that turns it into classifiers.
+"""SCAHN's semantic label graph, and the 2-layer GCN giving label classifiers.
 
 The graph (ML-GCN's, Chen et al. CVPR 2019, as the public SCAHN code builds it):
 nodes are the L labels; from the training labels, n_i counts the items with
