@@ -1,4 +1,4 @@
-r"""SSAH, DCMH and DSMHN on the synthetic dataset: the mAP@all results table.
+r"""SSAH, DCMH, DSMHN and SCAHN on the synthetic dataset: the mAP@all table.
 
   python benchmarks/synthetic_results.py --out=benchmarks/results
 
@@ -10,7 +10,8 @@ the random-code baseline of the same split:
   <out>/synthetic_results.json  every run's four directions, seconds, config
 Reduced runs for a quick look pass config arguments, to every config
 (--config_arg, e.g. smaller datasets) or to one method (--ssah_arg,
---dcmh_arg, --dsmhn_arg, e.g. fewer epochs).
+--dcmh_arg, --dsmhn_arg, --scahn_arg, e.g. fewer epochs or steps). Each
+method runs on its own trainer family (`method.trainer`).
 """
 from __future__ import annotations
 
@@ -25,14 +26,14 @@ from absl import flags
 import tables
 
 _BITS = flags.DEFINE_list('bits', ['16', '32', '64'], 'Code lengths.')
-_METHODS = flags.DEFINE_list('methods', ['dcmh', 'ssah', 'dsmhn'],
+_METHODS = flags.DEFINE_list('methods', ['dcmh', 'ssah', 'dsmhn', 'scahn'],
                              'Methods, in table order.')
 _OUT = flags.DEFINE_string('out', 'benchmarks/results', 'Output directory.')
 _CONFIG_ARG = flags.DEFINE_string('config_arg', '', 'key=value,... for every '
                                   'config.')
 _METHOD_ARGS = {m: flags.DEFINE_string(f'{m}_arg', '', f'key=value,... for '
                                        f'configs/{m}_synthetic.py only.')
-                for m in ('ssah', 'dcmh', 'dsmhn')}
+                for m in ('ssah', 'dcmh', 'dsmhn', 'scahn')}
 
 DIRECTIONS = (('i2t', 'I->T'), ('t2i', 'T->I'))
 
@@ -57,6 +58,7 @@ def main(argv):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   sys.path.insert(0, os.path.join(root, 'configs'))
   import importlib  # pylint: disable=g-import-not-at-top
+  from crossmodal_hash import methods  # pylint: disable=g-import-not-at-top
   from crossmodal_hash import trainers  # pylint: disable=g-import-not-at-top
   from crossmodal_hash.evaluation import report  # pylint: disable=g-import-not-at-top
 
@@ -69,7 +71,8 @@ def main(argv):
       config = module.get_config(arg)
       workdir = os.path.join(_OUT.value, f'{method}_synthetic_{bits}')
       tic = time.perf_counter()
-      results = trainers.TRAINERS.get('alternating')(config, workdir)
+      trainer = methods.METHODS.get(config.method).trainer
+      results = trainers.TRAINERS.get(trainer)(config, workdir)
       runs[method][bits] = {'map': results['map'],
                             'random_map': results['random_map'],
                             'seconds': time.perf_counter() - tic,

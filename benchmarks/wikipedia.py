@@ -35,7 +35,7 @@ _PATH = flags.DEFINE_string(
     'path', '../shared/data/wikipedia/wikipedia-train.npz',
     'The Wikipedia file: the full I_tr..L_te layout, or the training half.')
 _BITS = flags.DEFINE_list('bits', ['16', '32', '64'], 'Code lengths.')
-_METHODS = flags.DEFINE_list('methods', ['dcmh', 'dsmhn', 'ssah'],
+_METHODS = flags.DEFINE_list('methods', ['dcmh', 'dsmhn', 'ssah', 'scahn'],
                              'Methods, in table order.')
 _OUT = flags.DEFINE_string('out', 'benchmarks/results/wikipedia',
                            'Output directory.')
@@ -43,7 +43,7 @@ _CONFIG_ARG = flags.DEFINE_string('config_arg', '', 'key=value,... for every '
                                   'config (e.g. fewer epochs for a quick look).')
 _METHOD_ARGS = {m: flags.DEFINE_string(f'{m}_arg', '', f'key=value,... for '
                                        f'configs/{m}_wikipedia.py only.')
-                for m in ('ssah', 'dcmh', 'dsmhn')}
+                for m in ('ssah', 'dcmh', 'dsmhn', 'scahn')}
 
 
 def main(argv):
@@ -52,6 +52,7 @@ def main(argv):
   sys.path.insert(0, os.path.join(root, 'configs'))
   # pylint: disable=g-import-not-at-top
   from crossmodal_hash import logging_utils
+  from crossmodal_hash import methods
   from crossmodal_hash import trainers
   from crossmodal_hash.data import protocols
   from crossmodal_hash.data import registry as data_registry
@@ -72,13 +73,15 @@ def main(argv):
       config.lock()
       workdir = os.path.join(_OUT.value, f'{method}_{bits}')
       tic = time.perf_counter()
-      results = trainers.TRAINERS.get('alternating')(config, workdir)
+      trainer = methods.METHODS.get(config.method).trainer
+      results = trainers.TRAINERS.get(trainer)(config, workdir)
       records = logging_utils.read_metrics(
           os.path.join(workdir, 'metrics.jsonl'))
       runs[method][bits] = {
           'map': results['map'],
+          # Pass records (alternating) or step records (per-step).
           'train_seconds': sum(r['seconds'] for r in records
-                               if 'network' in r),
+                               if 'network' in r or 'items_per_second' in r),
           'seconds': time.perf_counter() - tic,
           'selected_checkpoint': results['selected_checkpoint'],
           'query_set': results['query_set'], 'config_arg': arg}

@@ -2,6 +2,7 @@
 from crossmodal_hash.methods import dcmh  # pylint: disable=unused-import  # Registers 'dcmh'.
 from crossmodal_hash.methods import dsmhn  # pylint: disable=unused-import  # Registers 'dsmhn'.
 from crossmodal_hash.methods import registry
+from crossmodal_hash.methods import scahn  # pylint: disable=unused-import  # Registers 'scahn'.
 from crossmodal_hash.methods import ssah  # pylint: disable=unused-import  # Registers 'ssah'.
 
 METHODS = registry.METHODS
