@@ -29,8 +29,6 @@ import ml_collections
 from crossmodal_hash import config_utils
 from crossmodal_hash import default_configs
 from crossmodal_hash.data import builtin
-from crossmodal_hash.methods import scahn
-from crossmodal_hash.trainers import per_step
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -38,25 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                 dataset=builtin.synthetic_dataset_config())
   config.dataset.num_val = 500
 
-  config.model = scahn.default_model_config()
-  config.model.image_normalization = 'standardize'
-  config.model.width = 128
-  config.model.mlp_dim = 256
-  config.model.gcn_input_dim = 64
-  config.model.gcn_hidden = 64
+  default_configs.scahn_from_scratch(config, num_steps=2000)
   config.model.image_input = 'patches'
   config.model.patch_size = 8
   config.model.text_input = 'bow'
   config.model.max_text_tokens = 32
-
-  config.scahn = scahn.default_config()
-  config.scahn.num_steps = 2000
-  config.scahn.lr = 4e-4
-  config.scahn.warmup_steps = 100
-  config.scahn.decay_steps = 100_000
-
-  config_utils.add_run_defaults(config, checkpoint_every_passes=1)
-  per_step.add_defaults(config, checkpoint_every_steps=500,
-                        eval_every_steps=500)
-  config.train.batch_size = 32
   return config_utils.apply_arg(config, arg)

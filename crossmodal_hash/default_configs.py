@@ -12,7 +12,9 @@ import ml_collections
 
 from crossmodal_hash import config_utils
 from crossmodal_hash.data import user_files
+from crossmodal_hash.methods import scahn
 from crossmodal_hash.methods import ssah
+from crossmodal_hash.trainers import per_step
 
 
 def base(method: str, *, bits: int,
@@ -84,3 +86,30 @@ def ssah_real_data_file(dataset: str
     return config_utils.apply_arg(ssah_real_data(dataset), arg)
 
   return get_config
+
+
+def scahn_from_scratch(config: ml_collections.ConfigDict, *,
+                       num_steps: int) -> ml_collections.ConfigDict:
+  """`config` (from `base`) with SCAHN's small encoders trained from scratch.
+
+  Width 128 (MLP 256, GCN 64 / 64), Adam 4e-4 after 100 warm-up steps and no
+  decay within the run, `num_steps` steps of 32, checkpoints and validation
+  every 500 steps; the config file then sets its inputs
+  (`model.image_input`, `model.text_input`, ...).
+  """
+  config.model = scahn.default_model_config()
+  config.model.image_normalization = 'standardize'
+  config.model.width = 128
+  config.model.mlp_dim = 256
+  config.model.gcn_input_dim = 64
+  config.model.gcn_hidden = 64
+  config.scahn = scahn.default_config()
+  config.scahn.num_steps = num_steps
+  config.scahn.lr = 4e-4
+  config.scahn.warmup_steps = 100
+  config.scahn.decay_steps = 100_000
+  config_utils.add_run_defaults(config, checkpoint_every_passes=1)
+  per_step.add_defaults(config, checkpoint_every_steps=500,
+                        eval_every_steps=500)
+  config.train.batch_size = 32
+  return config

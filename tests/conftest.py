@@ -40,6 +40,18 @@ TINY_OVERRIDES = ','.join([
 ])
 
 
+def latest_checkpoint(workdir):
+  """(step, state) of the latest checkpoint in `workdir`/checkpoints, as
+  saved (a pytree of host arrays; no abstract state needed)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'))
+  step = manager.latest_step()
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore()))
+  manager.close()
+  return step, jax.device_get(restored['state'])
+
+
 @pytest.fixture(name='tiny_config')
 def _tiny_config():
   """Builds a tiny SSAH synthetic config: tiny_config('bits=32', ...)."""

@@ -1,14 +1,13 @@
 """DCMH: loss terms against the official code in NumPy, updates, resume."""
 import json
-import os
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
+import conftest
 import method_batches
 import dcmh_mirflickr
 import dcmh_synthetic
@@ -187,14 +186,6 @@ def test_sharded_steps_equal_unsharded():
   chex.assert_trees_all_close(one, eight, rtol=2e-4, atol=2e-5)
 
 
-def _checkpoint(workdir):
-  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'))
-  step = manager.latest_step()
-  restored = manager.restore(
-      step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  manager.close()
-  return step, jax.device_get(restored['state'])
-
 
 def test_killed_and_resumed_run_ends_identically(tmp_path):
   """The B refresh of epoch 1 runs again when its pass is redone on resume."""
@@ -207,8 +198,8 @@ def test_killed_and_resumed_run_ends_identically(tmp_path):
       config, str(tmp_path / 'b'), stop_after_passes=3) == {
           'stopped_at_pass': 3}
   resumed = alternating.train_and_evaluate(config, str(tmp_path / 'b'))
-  step_a, state_a = _checkpoint(str(tmp_path / 'a'))
-  step_b, state_b = _checkpoint(str(tmp_path / 'b'))
+  step_a, state_a = conftest.latest_checkpoint(str(tmp_path / 'a'))
+  step_b, state_b = conftest.latest_checkpoint(str(tmp_path / 'b'))
   assert step_a == step_b == 4
   jax.tree.map(np.testing.assert_array_equal, state_a, state_b)
   assert straight['map'] == resumed['map']

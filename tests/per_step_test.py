@@ -14,9 +14,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import os
 import pytest
+
+import conftest
 
 from crossmodal_hash import config_utils
 from crossmodal_hash import losses
@@ -189,14 +190,6 @@ def _config(*extra):
   return config_utils.apply_arg(config, ','.join(extra))
 
 
-def _final_state(workdir):
-  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'))
-  step = manager.latest_step()
-  state = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore()))['state']
-  manager.close()
-  return step, state
-
 
 def _metrics(workdir):
   from crossmodal_hash import logging_utils  # pylint: disable=g-import-not-at-top
@@ -206,7 +199,7 @@ def _metrics(workdir):
 def _check_straight_run(workdir, results):
   """What a straight run of `_config` did: both steps per batch, scheduled
   chains, the queue, BatchNorm statistics, records, evaluation."""
-  step, state = _final_state(workdir)
+  step, state = conftest.latest_checkpoint(workdir)
   assert step == 12
   # Two optimizer updates (generator, discriminator) per batch.
   assert int(state['step']) == 24
@@ -241,8 +234,8 @@ def test_a_killed_run_resumes_exactly(placement, tmp_path):
       config, str(tmp_path / 'b'), stop_after_steps=7) == {
           'stopped_at_step': 7}
   resumed = per_step.train_and_evaluate(config, str(tmp_path / 'b'))
-  _, a = _final_state(str(tmp_path / 'a'))
-  _, b = _final_state(str(tmp_path / 'b'))
+  _, a = conftest.latest_checkpoint(str(tmp_path / 'a'))
+  _, b = conftest.latest_checkpoint(str(tmp_path / 'b'))
   chex.assert_trees_all_equal(a, b)
   assert straight['map'] == resumed['map']
   # The resumed run's records continue the straight run's, none repeated.

@@ -1,7 +1,6 @@
 """Tests of methods/scahn.py: its step, schedules, sharding, traces, resume."""
 from __future__ import annotations
 
-import os
 
 import chex
 import jax
@@ -9,8 +8,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import pytest
+
+import conftest
 
 from crossmodal_hash import contrastive
 from crossmodal_hash import sharding
@@ -241,14 +241,6 @@ _TINY_RUN = ','.join([
     'eval.random_baseline=false'])
 
 
-def _final_state(workdir):
-  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'))
-  step = manager.latest_step()
-  state = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore()))['state']
-  manager.close()
-  return step, state
-
 
 def test_a_killed_run_resumes_exactly(tmp_path):
   """configs/scahn_synthetic.py, tiny, through the per-step trainer: stopped
@@ -262,8 +254,8 @@ def test_a_killed_run_resumes_exactly(tmp_path):
       config, str(tmp_path / 'b'), stop_after_steps=5) == {
           'stopped_at_step': 5}
   resumed = per_step.train_and_evaluate(config, str(tmp_path / 'b'))
-  step, a = _final_state(str(tmp_path / 'a'))
-  _, b = _final_state(str(tmp_path / 'b'))
+  step, a = conftest.latest_checkpoint(str(tmp_path / 'a'))
+  _, b = conftest.latest_checkpoint(str(tmp_path / 'b'))
   assert step == 8 and int(a['step']) == 16
   assert int(a['memory']['queue_t2t_pointer']) == (8 * 32) % 64
   assert 'step_codes_img' not in a['memory']  # Rewritten before it is read.
