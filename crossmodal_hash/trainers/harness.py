@@ -463,7 +463,7 @@ class Run:
     """
     try:
       record = self.best.record if self.best is not None else None
-      selected = model_selection.describe(record, total, eval_every)
+      selected = model_selection.describe(record, total, eval_every, unit)
       params = base.inference_params(self.best.restore(state) if record
                                      else state)
     finally:

@@ -89,16 +89,21 @@ class BestCheckpoint:
 
 
 def describe(record: dict[str, Any] | None, num_passes: int,
-             every_passes: int) -> dict[str, Any]:
-  """Which checkpoint the final evaluation used, and why (for the report)."""
+             every_passes: int, unit: str = 'passes') -> dict[str, Any]:
+  """Which checkpoint the final evaluation used, and why (for the report).
+
+  `unit` is the run's: 'passes' (the record's 'pass' counts passes) or
+  'steps' (the per-step family, whose record counts steps).
+  """
+  one = unit[:-1]
   if record is None:
     return {'checkpoint': 'last', 'pass': num_passes,
             'why': 'no validation split (config.dataset.num_val = 0) or no '
-                   'periodic evaluation (config.eval.every_passes = 0): the '
-                   'params after the last pass'}
+                   f'periodic evaluation (config.eval.every_{unit} = 0): the '
+                   f'params after the last {one}'}
   maps = ', '.join(f'{d} {v:.4f}' for d, v in record['val_map'].items())
   return {'checkpoint': 'best', 'pass': record['pass'],
           'step': record['step'], 'val_map': record['val_map'],
-          'why': f'best {CRITERION}: {record["score"]:.4f} after pass '
+          'why': f'best {CRITERION}: {record["score"]:.4f} after {one} '
                  f'{record["pass"]} of {num_passes} (evaluated every '
-                 f'{every_passes} passes; {maps})'}
+                 f'{every_passes} {unit}; {maps})'}
