@@ -47,6 +47,7 @@ from crossmodal_hash.trainers import harness
 from crossmodal_hash.trainers import registry
 from crossmodal_hash.trainers import streaming
 
+
 def update_keys(rng: jax.Array, step_index: jax.Array,
                 num_updates: int) -> jax.Array:
   """[num_updates, 2] PRNG keys of step `step_index`'s updates (dropout)."""
