@@ -2,6 +2,10 @@
 
 CROSSMODAL_HASH_TEST_PLATFORMS (e.g. 'cuda,cpu', as benchmarks/gpu_all.sh sets
 it) runs the suite with another default platform; the 8 CPU devices remain.
+
+Tests marked `slow` skip unless `--run-slow` or CROSSMODAL_HASH_SLOW_TESTS=1:
+the default suite stays within ~15 minutes on 2 cores and still runs every path
+(sharded, multi-process, resume) at least once.
 """
 import os
 
@@ -50,6 +54,31 @@ def latest_checkpoint(workdir):
       state=ocp.args.StandardRestore()))
   manager.close()
   return step, jax.device_get(restored['state'])
+
+
+def pytest_addoption(parser):
+  parser.addoption(
+      '--run-slow', action='store_true', default=False,
+      help='also run the tests marked slow (CROSSMODAL_HASH_SLOW_TESTS=1 does '
+      'the same)')
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      'markers', 'slow: a long test (a second copy of a path the suite '
+      'already covers, at a larger size); skipped unless --run-slow or '
+      'CROSSMODAL_HASH_SLOW_TESTS=1')
+
+
+def pytest_collection_modifyitems(config, items):
+  if (config.getoption('--run-slow') or
+      os.environ.get('CROSSMODAL_HASH_SLOW_TESTS', '') not in ('', '0')):
+    return
+  skip = pytest.mark.skip(
+      reason='slow: run with --run-slow or CROSSMODAL_HASH_SLOW_TESTS=1')
+  for item in items:
+    if 'slow' in item.keywords:
+      item.add_marker(skip)
 
 
 @pytest.fixture(name='tiny_config')

@@ -37,8 +37,8 @@ GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'golden',
 RTOL = 1e-4  # Only used on a jax version other than the recording one.
 # The suite runs the cases that cover every code path of the move (device
 # and streamed passes, one rate and a tuple of rates, Adam and SGD with
-# momentum, the drift's second Adam, a joint update); CROSSMODAL_HASH_ALL_GOLDEN=1
-# also runs the plain SSAH and DCMH demos' cases (3 minutes more on 2 cores).
+# momentum, the drift's second Adam, a joint update); the others are marked
+# slow (`--run-slow` runs them: 3 minutes more on 2 cores).
 SUITE_CASES = ('ssah_stream', 'ssah_official_code', 'ssah_interleaved',
                'dcmh_momentum', 'dsmhn')
 
@@ -118,11 +118,10 @@ def _golden() -> dict:
     return json.load(f)
 
 
-@pytest.mark.parametrize('name', sorted(CASES))
+@pytest.mark.parametrize('name', [
+    n if n in SUITE_CASES else pytest.param(n, marks=pytest.mark.slow)
+    for n in sorted(CASES)])
 def test_results_are_the_recorded_ones(name, tmp_path):
-  if name not in SUITE_CASES and not os.environ.get(
-      'CROSSMODAL_HASH_ALL_GOLDEN'):
-    pytest.skip('set CROSSMODAL_HASH_ALL_GOLDEN=1 to run this case too')
   expected = _golden()[name]
   got = run_case(name, str(tmp_path))
   assert got['checkpoint_step'] == expected['checkpoint_step']
