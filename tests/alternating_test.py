@@ -282,6 +282,25 @@ def test_batch_size_not_divisible_by_devices(tiny_config, tmp_path):
                                    str(tmp_path))
 
 
+@data_lib.DATASETS.register('synthetic_without_images_for_test')
+def _texts_and_labels_only(c):
+  data = synthetic.generate(c.num_items, synthetic.SyntheticConfig(
+      num_labels=c.num_labels, vocab_size=c.vocab_size, image_size=16,
+      feature_dim=c.feature_dim), c.seed)
+  # What a split-file folder loaded with require_images=False gives.
+  return types.MultiModalData(np.zeros((c.num_items, 0), np.float32),
+                              data.texts, data.labels)
+
+
+def test_a_dataset_without_images_is_refused_by_name(tiny_config, tmp_path):
+  with pytest.raises(ValueError, match=r'synthetic_without_images_for_test: '
+                     r'this dataset has no images .* ssah trains on image-'
+                     r'text pairs'):
+    alternating.train_and_evaluate(
+        tiny_config('dataset.name=synthetic_without_images_for_test'),
+        str(tmp_path))
+
+
 @data_lib.DATASETS.register('synthetic_nan_images_for_test')
 def _nan_features(c):
   data = synthetic.generate(c.num_items, synthetic.SyntheticConfig(

@@ -139,6 +139,20 @@ def make_mesh(config: ml_collections.ConfigDict,
   return mesh
 
 
+def check_images(config: ml_collections.ConfigDict,
+                 data: types.MultiModalData, method: base.Method) -> None:
+  """Refuses a dataset without an image side (`require_images=False`) for a
+  method whose updates read images, naming the file."""
+  if data.has_images or 'image' not in base.batch_fields(method):
+    return
+  source = config.dataset.get('path') or config.dataset.name
+  raise ValueError(
+      f'{source}: this dataset has no images (it was loaded with '
+      f'dataset.require_images=False, texts and labels only), but '
+      f'{config.method} trains on image-text pairs. Give the image side too '
+      '(e.g. mirflickr25k-iall.mat beside the -yall and -lall files).')
+
+
 def place_training_set(config: ml_collections.ConfigDict,
                        train: types.MultiModalData, mesh: jax.sharding.Mesh,
                        mean_image: np.ndarray | None
@@ -282,6 +296,7 @@ class Run:
     try:
       method = method_registry.METHODS.get(config.method)(
           config, num_labels=data.num_labels, text_dim=data.text_dim)
+      check_images(config, data, method)
       data_sha256 = splits.data_checksum(data)
       meta = check_resumable(checkpointer, config, split, data_sha256)
       train = data.take(split.train)
