@@ -292,13 +292,26 @@ def _texts_and_labels_only(c):
                               data.texts, data.labels)
 
 
-def test_a_dataset_without_images_is_refused_by_name(tiny_config, tmp_path):
+def test_texts_and_labels_alone_train_ssahs_text_side(tiny_config, tmp_path):
+  """Without images SSAH is refused by name, unless ssah.text_only: then
+  LabNet, the text discriminator and TxtNet train, and the report has T->T."""
+  config = tiny_config('dataset.name=synthetic_without_images_for_test',
+                       'ssah.num_epochs=1', 'eval.plots=true')
   with pytest.raises(ValueError, match=r'synthetic_without_images_for_test: '
                      r'this dataset has no images .* ssah trains on image-'
                      r'text pairs'):
-    alternating.train_and_evaluate(
-        tiny_config('dataset.name=synthetic_without_images_for_test'),
-        str(tmp_path))
+    alternating.train_and_evaluate(config, str(tmp_path / 'refused'))
+  config.ssah.text_only = True
+  results = alternating.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert set(results['map']) == set(results['random_map']) == {'t2t'}
+  assert results['map']['t2t'] > results['random_map']['t2t']
+  codes = np.load(tmp_path / 'run' / 'eval' / 'codes.npz')
+  assert {k for k in codes.files if 'labels' not in k} == {'text_query',
+                                                           'text_db'}
+  records = _records(tmp_path / 'run')
+  assert [r['network'] for r in records if 'network' in r] == [
+      'lab', 'dis', 'txt']
+  assert os.path.exists(tmp_path / 'run' / 'eval' / 'examples.png')
 
 
 @data_lib.DATASETS.register('synthetic_nan_images_for_test')

@@ -25,6 +25,8 @@ from crossmodal_hash.retrieval import index as index_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 DIRECTIONS = (('i2t', 'image', 'text'), ('t2i', 'text', 'image'))
+# Shown only for codes of one modality (e.g. SSAH's text side alone).
+_SINGLE_MODAL_DIRECTIONS = (('i2i', 'image', 'image'), ('t2t', 'text', 'text'))
 _GREEN, _RED, _GREY = '#1a9a3a', '#d02020', '#888888'
 
 
@@ -81,7 +83,8 @@ def plot_examples(out_png: str | os.PathLike[str], codes: dict[str, np.ndarray],
   Args:
     out_png: the PNG to write.
     codes: 'image_query', 'text_query' [Q, K] and 'image_db', 'text_db'
-      [N, K] in {-1, +1} (a report's codes).
+      [N, K] in {-1, +1} (a report's codes): I->T and T->I are shown, or
+      for codes of one modality alone, its own retrieval (T->T).
     query_labels: [Q, L] multi-hot; db_labels: [N, L].
     data: the dataset (`types.MultiModalData`; images may be lazy: only the
       shown rows are read), to show images and tags; None shows ids and
@@ -101,7 +104,12 @@ def plot_examples(out_png: str | os.PathLike[str], codes: dict[str, np.ndarray],
       db_rows)
   picks = np.unique(np.linspace(0, len(query_rows) - 1, num_queries).astype(
       int))
-  rows = [(d, q) for d, _, _ in DIRECTIONS for q in picks]
+  present = [x for x in DIRECTIONS
+             if f'{x[1]}_query' in codes and f'{x[2]}_db' in codes]
+  if not present:  # Codes of one modality: its own retrieval.
+    present = [x for x in _SINGLE_MODAL_DIRECTIONS
+               if f'{x[1]}_query' in codes and f'{x[2]}_db' in codes]
+  rows = [(d, q) for d, _, _ in present for q in picks]
   fig, axes = plt.subplots(len(rows), top + 1,
                            figsize=(1.25 * (top + 1), 1.45 * len(rows)),
                            squeeze=False)
@@ -115,7 +123,7 @@ def plot_examples(out_png: str | os.PathLike[str], codes: dict[str, np.ndarray],
                                 label_names), colour, title)
 
   for r, (direction, q) in enumerate(rows):
-    _, q_side, db_side = next(x for x in DIRECTIONS if x[0] == direction)
+    _, q_side, db_side = next(x for x in present if x[0] == direction)
     index = index_lib.HammingIndex.from_codes(codes[f'{db_side}_db'])
     found, dist = index.search(codes[f'{q_side}_query'][q:q + 1],
                                min(top, len(index)))

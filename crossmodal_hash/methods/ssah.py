@@ -104,6 +104,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.adam_b1 = 0.9
   c.adam_b2 = 0.999
   c.adam_eps = 1e-8
+  # The text side alone (LabNet, the text discriminator and TxtNet): for a
+  # dataset loaded without images (dataset.require_images=False), e.g. the
+  # real MIRFLICKR-25K tags and labels; codes of texts only, T->T retrieval.
+  c.text_only = False
   return c
 
 
@@ -129,6 +133,14 @@ class SSAH(common.PretrainedImageTrunk):
                   losses.REDUCTIONS)
     _check_choice('config.ssah.pair_weighting', self.hp.pair_weighting,
                   losses.PAIR_WEIGHTINGS)
+    text_only = self.hp.get('text_only', False)
+    if text_only and self.hp.schedule != 'official':
+      raise ValueError('config.ssah.text_only=True runs the official schedule '
+                       "(config.ssah.schedule='official') without ImgNet's "
+                       f'passes; got schedule={self.hp.schedule!r}.')
+    # The modalities trained and encoded: 'img' and 'txt', or 'txt' alone.
+    self.modalities = ('txt',) if text_only else MODALITIES
+    self.outputs = {m: 'binary' for m in self.modalities}
     model = self.model = config.model
     dtype = jnp.dtype(model.compute_dtype)
     init = dict(init_std=model.init_std,
@@ -149,19 +161,23 @@ class SSAH(common.PretrainedImageTrunk):
                 hidden=model.text_hidden, dtype=dtype, **init),
             semantic_lrn=True, **heads),
     }
+    if text_only:
+      del self.nets['img']
     self.discriminator = discriminator.Discriminator(
         hidden=tuple(model.discriminator_hidden), dtype=dtype, **init)
     # One optax chain per network (and the 'official_code' drift's Adam of
     # the discriminators); the pass's rate is injected (base.make_optimizer).
     adam = base.optimizer_config(name='adam', b1=self.hp.adam_b1,
                                  b2=self.hp.adam_b2, eps=self.hp.adam_eps)
+    self.networks = tuple(n for n in NETWORKS if n != 'img' or not text_only)
     self.optimizers = {name: base.make_optimizer(adam)
-                       for name in NETWORKS + ('dis_drift',)}
+                       for name in self.networks + ('dis_drift',)}
     self.bits = config.bits
     self.semantic_dim = model.semantic_dim
     if self.hp.schedule == 'official':
       self.updates = {'lab': self.update_lab, 'dis': self.update_dis,
                       'img': self.update_img, 'txt': self.update_txt}
+      self.updates = {n: self.updates[n] for n in self.networks}
     else:
       self.updates = {'all': self.update_interleaved}
     # The data fields each update reads: LabNet and TxtNet passes read no
@@ -169,6 +185,8 @@ class SSAH(common.PretrainedImageTrunk):
     self.inputs = {'lab': ('label',), 'dis': ('label', 'image', 'text'),
                    'img': ('label', 'image'), 'txt': ('label', 'text'),
                    'all': ('label', 'image', 'text')}
+    if text_only:
+      self.inputs['dis'] = ('label', 'text')
 
   # ---------------------------------------------------------------- state --
 
@@ -183,28 +201,31 @@ class SSAH(common.PretrainedImageTrunk):
     Returns:
       A TrainState with params, Adam states and N(0, 1) memories.
     """
-    keys = jax.random.split(rng, 7)
+    keys = dict(zip(('lab', 'img', 'txt', 'dis_img', 'dis_txt', 'lab_code',
+                     'lab_feat'), jax.random.split(rng, 7)))
     num_items = data['label'].shape[0]
-    sample = {'lab': data['label'][:1].astype(jnp.float32),
-              'img': jnp.zeros(data['image'].shape[1:], jnp.float32)[None],
-              'txt': data['text'][:1].astype(jnp.float32)}
-    params = {name: net.init(k, sample[name])['params']
-              for (name, net), k in zip(self.nets.items(), keys)}
+    sample = {'lab': lambda: data['label'][:1].astype(jnp.float32),
+              'img': lambda: jnp.zeros(data['image'].shape[1:],
+                                       jnp.float32)[None],
+              'txt': lambda: data['text'][:1].astype(jnp.float32)}
+    params = {name: net.init(keys[name], sample[name]())['params']
+              for name, net in self.nets.items()}
     feature = jnp.zeros((1, self.semantic_dim), jnp.float32)
     params['dis'] = {
-        'img': self.discriminator.init(keys[3], feature)['params'],
-        'txt': self.discriminator.init(keys[4], feature)['params'],
-    }
+        m: self.discriminator.init(keys[f'dis_{m}'], feature)['params']
+        for m in self.modalities}
     opt_state = {name: self.optimizers[name].init(p)
                  for name, p in params.items()}
     if self.hp.adversarial == 'official_code':
       # The hash-net optimizer's own Adam moments of the discriminators.
       opt_state['dis_drift'] = {
           m: self.optimizers['dis_drift'].init(params['dis'][m])
-          for m in MODALITIES}
+          for m in self.modalities}
     memory = {
-        'lab_code': jax.random.normal(keys[5], (num_items, self.bits)),
-        'lab_feat': jax.random.normal(keys[6], (num_items, self.semantic_dim)),
+        'lab_code': jax.random.normal(keys['lab_code'],
+                                      (num_items, self.bits)),
+        'lab_feat': jax.random.normal(keys['lab_feat'],
+                                      (num_items, self.semantic_dim)),
     }
     return base.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                            opt_state=opt_state, memory=memory,
@@ -223,7 +244,7 @@ class SSAH(common.PretrainedImageTrunk):
       return [base.Phase('all', tuple(self.learning_rate(n, epoch)
                                       for n in NETWORKS), 1)]
     phases = []
-    for network in NETWORKS:
+    for network in self.networks:
       for i, passes in enumerate(getattr(self.hp, f'{network}_passes')):
         phases.append(base.Phase(network, self.learning_rate(network,
                                                              epoch + i),
@@ -313,20 +334,21 @@ class SSAH(common.PretrainedImageTrunk):
     """Both discriminators' loss: label features real, modality features fake.
 
     Args:
-      dis_params: {'img': ..., 'txt': ...}.
-      features: 'lab', 'img', 'txt' semantic features, [B, 512] each.
+      dis_params: {'img': ..., 'txt': ...} ('txt' alone with `text_only`).
+      features: 'lab' and each modality's semantic features, [B, 512] each.
 
     Returns:
-      (loss, metrics): the mean of the four sigmoid cross-entropies.
+      (loss, metrics): the mean of the (four, or two with `text_only`)
+      sigmoid cross-entropies.
     """
     d = lambda name, f: self.discriminator.apply({'params': dis_params[name]},
                                                  f)
-    loss_img = losses.adversarial_discriminator(d('img', features['lab']),
-                                                d('img', features['img']))
-    loss_txt = losses.adversarial_discriminator(d('txt', features['lab']),
-                                                d('txt', features['txt']))
-    loss = 0.5 * (loss_img + loss_txt)
-    return loss, {'loss': loss, 'dis_img': loss_img, 'dis_txt': loss_txt}
+    per_modality = {
+        f'dis_{m}': losses.adversarial_discriminator(d(m, features['lab']),
+                                                     d(m, features[m]))
+        for m in self.modalities}
+    loss = sum(per_modality.values()) * (1.0 / len(per_modality))
+    return loss, {'loss': loss, **per_modality}
 
   def _weighted(self, terms):
     weights = {'pairwise_feature': self.hp.alpha, 'pairwise_code': self.hp.gamma,
@@ -396,14 +418,11 @@ class SSAH(common.PretrainedImageTrunk):
     del data
     learning_rate = step.learning_rate
     p = state.params
-    features = {
-        'lab': self.nets['lab'].apply({'params': p['lab']},
-                                      batch['label'].astype(jnp.float32)),
-        'img': self.nets['img'].apply({'params': p['img']},
-                                      layers.at_least_float32(batch['image'])),
-        'txt': self.nets['txt'].apply({'params': p['txt']},
-                                      layers.at_least_float32(batch['text'])),
-    }
+    inputs = {'lab': lambda: batch['label'].astype(jnp.float32),
+              'img': lambda: layers.at_least_float32(batch['image']),
+              'txt': lambda: layers.at_least_float32(batch['text'])}
+    features = {n: self.nets[n].apply({'params': p[n]}, inputs[n]())
+                for n in ('lab',) + self.modalities}
     features = {k: jax.lax.stop_gradient(v.feature) for k, v in
                 features.items()}
     grads, metrics = jax.grad(self.discriminator_loss, has_aux=True)(

@@ -152,8 +152,12 @@ class Evaluator:
   name: str = 'test'
 
   def __post_init__(self):
+    # The modalities the method encodes (both, or e.g. SSAH's text side
+    # alone): the suite evaluates the directions their codes allow.
+    self.modalities = tuple(m for m in ('img', 'txt')
+                            if m in base.outputs(self.method))
     self._fns = {m: make_encode_fn(self.method, m, self.mesh)
-                 for m in ('img', 'txt')}
+                 for m in self.modalities}
     self.query_labels = self.data.labels[self.query]
     self.db_labels = self.data.labels[self.retrieval]
 
@@ -168,14 +172,17 @@ class Evaluator:
             for name, (q, r) in sets.items() if len(q)}
 
   def codes(self, params: Any) -> dict[str, np.ndarray]:
-    """{'image_query', 'text_query' [Q, K]; 'image_db', 'text_db' [N, K]}.
+    """{'image_query', 'text_query' [Q, K]; 'image_db', 'text_db' [N, K]}
+    (the 'text_' ones alone for a method that encodes texts only).
 
     All int8 in {-1, +1}; `params` is only read.
     """
     out = {}
+    names = {'img': 'image', 'txt': 'text'}
     for side, rows in (('query', self.query), ('db', self.retrieval)):
       fields = base.encode_fields(self.method)
-      for name, modality in (('image', 'img'), ('text', 'txt')):
+      for modality in self.modalities:
+        name = names[modality]
         inputs = self.data.field(fields[modality])
         out[f'{name}_{side}'] = encode(
             self.method, params, modality, inputs, rows=rows,

@@ -170,9 +170,12 @@ def place_training_set(config: ml_collections.ConfigDict,
                                          int(config.train.max_device_bytes))
   logging.info('Training data placement: %s (%d items, images %s).',
                placement, len(train), train.images.shape)
-  image_stats = preprocess.image_statistics(
-      train.images, config.model.image_normalization,
-      mean_image=mean_image)
+  if train.has_images:
+    image_stats = preprocess.image_statistics(
+        train.images, config.model.image_normalization,
+        mean_image=mean_image)
+  else:  # Texts and labels only (a method that reads no image).
+    image_stats = (np.zeros(0, np.float32), np.ones(0, np.float32))
   device_data = sharding.put_replicated(
       streaming.resident_arrays(train, image_stats,
                                 with_images=placement == 'device'), mesh)
