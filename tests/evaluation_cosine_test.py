@@ -180,9 +180,9 @@ def test_sign_codes_as_embeddings_rank_as_hamming_codes():
 
 
 def test_bad_inputs_are_named():
-  qe, de, ql, dl = _problem(4, q=3, n=10)
+  qe, de, ql, dl = _problem(4, q=5, n=30)
   with pytest.raises(ValueError, match='db_emb has NaN'):
-    cosine.cosine_query_metrics(qe, np.full((10, 3), np.inf), ql, dl)
+    cosine.cosine_query_metrics(qe, np.full((30, 3), np.inf), ql, dl)
   with pytest.raises(ValueError, match='Embedding sizes differ'):
     cosine.cosine_query_metrics(qe[:, :2], de, ql, dl)
   with pytest.raises(ValueError, match='cosine_block'):
