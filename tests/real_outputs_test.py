@@ -108,7 +108,7 @@ def _config(*extra):
   hp.num_steps = 8
   hp.optimizer = base.optimizer_config(name='adam', learning_rate=1e-2)
   config_utils.add_run_defaults(config, checkpoint_every_passes=1)
-  per_step.add_defaults(config, checkpoint_every_steps=3, log_every_steps=4)
+  per_step.add_defaults(config, checkpoint_every_steps=4, log_every_steps=4)
   config.evals = config_utils.default_evals(real=True)
   config.train.batch_size = 32
   config.train.checkpoint_every_seconds = 0
@@ -144,6 +144,8 @@ def test_a_real_valued_run_selects_by_cosine_map_and_reports_both_tables(
   suite's on the saved codes."""
   config = _config('eval.every_steps=4')
   workdir = str(tmp_path / 'a')
+  with config.unlocked():
+    config.eval.plots = True
   results = per_step.train_and_evaluate(config, workdir)
   maps = [r for r in _records(workdir) if 'eval_map' in r]
   assert [r['step_index'] for r in maps] == [3, 7]
@@ -173,15 +175,25 @@ def test_a_real_valued_run_selects_by_cosine_map_and_reports_both_tables(
   written = report.read_json(os.path.join(eval_dir, 'evaluation.json'))
   assert 'pr_radius' not in written['sets'][
       f'{NAME.upper()} ({DIM}-d, cosine)']['directions']['i2t']
-  # Killed after step 5 (the last checkpoint at step 3) and resumed.
+  # The plots draw the cosine set too (its PR curve over the top N).
+  for name in ('examples.png', 'pr_curves.png', 'precision_at_n.png',
+               'map.png', 'training_curves.png'):
+    assert os.path.getsize(os.path.join(eval_dir, name)) > 0
+  assert written['sets'][f'{NAME.upper()} ({DIM}-d, cosine)']['directions'][
+      'i2t']['recall_at_n']['n'] == [1, 10, 100]
+  # Killed after step 6 (the last checkpoint at step 4) and resumed.
+  with config.unlocked():
+    config.eval.plots = False
   other = str(tmp_path / 'b')
-  assert per_step.train_and_evaluate(config, other, stop_after_steps=5) == {
-      'stopped_at_step': 5}
+  assert per_step.train_and_evaluate(config, other, stop_after_steps=6) == {
+      'stopped_at_step': 6}
   resumed = per_step.train_and_evaluate(config, other)
   chex.assert_trees_all_equal(conftest.latest_checkpoint(workdir)[1],
                               conftest.latest_checkpoint(other)[1])
   assert resumed['map'] == results['map']
   assert resumed['sign_map'] == results['sign_map']
+  eval_maps = lambda w: [r['eval_map'] for r in _records(w) if 'eval_map' in r]
+  assert eval_maps(workdir) == eval_maps(other)
 
 
 def test_encoding_gives_float32_embeddings_and_sign_codes_are_int8():

@@ -332,7 +332,8 @@ def final_evaluation(evaluator: Evaluator, params: Any,
     if config.eval.plots:  # eval/examples.png: queries and their top 10.
       from crossmodal_hash.evaluation import examples  # pylint: disable=g-import-not-at-top
       examples.write_report_examples(os.path.join(out, EXAMPLES_NAME), codes,
-                                     evaluator, config.dataset)
+                                     evaluator, config.dataset,
+                                     similarity=results['similarity'])
   results['evaluation'] = evaluation
   return results
 
