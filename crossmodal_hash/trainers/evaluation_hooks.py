@@ -290,7 +290,7 @@ def final_evaluation(evaluator: Evaluator, params: Any,
   options = suite.options_from_config(config.eval)
   codes = evaluator.codes(params)
   real = output_kind(evaluator.method) == 'real'
-  bits = int(codes['image_query'].shape[1])
+  bits = int(codes['image_query'].shape[1]) if real else config.bits
   method = config.method.upper()
   random_name = f'random codes ({bits} bits)'
   if real:
@@ -300,7 +300,7 @@ def final_evaluation(evaluator: Evaluator, params: Any,
     if config.eval.get('sign_codes', True):
       code_sets[sign_name] = {k: sign_codes(v) for k, v in codes.items()}
   else:
-    name = sign_name = f'{method} ({config.bits} bits)'
+    name = sign_name = f'{method} ({bits} bits)'
     code_sets = {name: codes}
   if config.eval.random_baseline:
     code_sets[random_name] = random_codes(codes, config.seed)
