@@ -101,6 +101,7 @@ def _config(*extra):
   config.bits = DIM
   config.dataset = builtin.synthetic_dataset_config(
       'synthetic_features', num_items=400, num_query=64, num_train=128)
+  config.dataset.num_val = 32  # The periodic evaluation selects on these.
   config.dataset.num_labels = 8
   config.dataset.vocab_size = 200
   config.dataset.feature_dim = 24
@@ -154,7 +155,14 @@ def test_a_real_valued_run_selects_by_cosine_map_and_reports_both_tables(
   assert [r['step_index'] for r in maps] == [3, 7]
   assert all(set(r['eval_map']) == {'i2t', 't2i', 'i2i', 't2t'} for r in maps)
   assert results['similarity'] == 'cosine' and results['bits'] == DIM
-  assert results['selected_checkpoint']['checkpoint'] in ('best', 'last')
+  # Model selection by the validation split's cosine mAP.
+  assert all(r['query_set'] == 'validation' for r in maps)
+  assert [r['best'] for r in maps][0] is True
+  selected = results['selected_checkpoint']
+  assert selected['checkpoint'] == 'best'
+  best = max(maps, key=lambda r: r['eval_map']['i2t'] + r['eval_map']['t2i'])
+  assert selected['val_map'] == best['eval_map']
+  assert results['query_set'] == 'test'
   eval_dir = os.path.join(workdir, 'eval')
   embeddings = report.load_codes(os.path.join(eval_dir, 'embeddings.npz'))
   codes = report.load_codes(os.path.join(eval_dir, 'codes.npz'))

@@ -294,11 +294,6 @@ def _hamming_kernel(q, d, ql, dl, qn, dn, shift, *, graded: bool,
   return dist.astype(dist_dtype), key.astype(key_dtype)
 
 
-@functools.partial(jax.jit, static_argnames=('graded',))
-def _label_kernel(ql, dl, qn, dn, *, graded: bool):
-  return _label_overlap(ql, dl, qn, dn, graded)
-
-
 _pack_jit = jax.jit(packing.pack_codes)
 
 
