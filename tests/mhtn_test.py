@@ -96,6 +96,12 @@ def test_state_shapes_and_real_valued_outputs(data, fresh):
         params, modality, jnp.asarray(data[field][:5]))
     assert emb.dtype == jnp.float32 and emb.shape == (5, 8)
     np.testing.assert_allclose(emb.sum(axis=1), 1.0, rtol=1e-5)
+  centered = mhtn.MHTN(_config(embedding='centered_softmax'), num_labels=8,
+                       text_dim=200)
+  x = jnp.asarray(data['text'][:5])
+  np.testing.assert_allclose(centered.encode(params, 'txt', x),
+                             method.encode(params, 'txt', x) - 1 / 8,
+                             rtol=1e-6)
 
 
 def test_loss_terms_are_the_library_losses(data, fresh):

@@ -4,7 +4,10 @@ arXiv 1708.04308, TCYB 2018), after the released Caffe model and solver
 
 Real-valued: the common representation is the softmax of the shared
 semantic subnetwork (`outputs = {'img': 'real', 'txt': 'real'}`), ranked by
-cosine similarity.
+cosine similarity. `mhtn.embedding='centered_softmax'` gives p - 1/C instead:
+sign() of a softmax is +1 everywhere, so sign codes of the paper's embedding
+carry nothing, while those of the centred one mark the classes above uniform
+(for the sign-code mAP beside the hashing methods).
 
 Data: every step reads a target batch ('image', 'text', 'label') and a
 source-domain batch ('source_image', 'source_label'; `source_inputs`, from
@@ -84,6 +87,7 @@ from crossmodal_hash.models import mhtn as mhtn_models
 from crossmodal_hash.models import registry as models_registry
 
 IDENTITY_TRUNK = 'identity'
+EMBEDDINGS = ('softmax', 'centered_softmax')
 PRETRAINED_TRUNKS = {('trunk',): 'image_encoder'}
 # The discriminator's layers (and the bottleneck below the reversal).
 _DISCRIMINATOR = 'discriminator'
@@ -111,6 +115,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.reversal_lower = 0.0
   c.reversal_alpha = 10.0
   c.reversal_ramp_steps = 0  # 0: a constant reversal_scale.
+  c.embedding = 'softmax'  # Or 'centered_softmax' (p - 1/C).
   return c
 
 
@@ -184,6 +189,9 @@ class MHTN:
     self.num_labels = num_labels
     if hp.num_steps < 1:
       raise ValueError(f'config.mhtn.num_steps={hp.num_steps} must be >= 1.')
+    if hp.embedding not in EMBEDDINGS:
+      raise ValueError(f'config.mhtn.embedding={hp.embedding!r} is not one of '
+                       f'{EMBEDDINGS}.')
     self.num_steps = int(hp.num_steps)
     self.dtype = jnp.dtype(model.compute_dtype)
     self.trunk = (None if model.image_encoder == IDENTITY_TRUNK else
@@ -319,9 +327,13 @@ class MHTN:
 
   def encode(self, params: dict[str, Any], modality: str,
              inputs: jax.Array) -> jax.Array:
-    """[B, ...] images (normalised) or texts -> [B, C] float32 softmax."""
+    """[B, ...] images (normalised) or texts -> [B, C] float32 softmax
+    (minus 1/C for `mhtn.embedding='centered_softmax'`)."""
     x = (self.features(params, inputs) if modality == 'img' else
          inputs.astype(jnp.float32))
     net = self.net(self.num_source_labels)
-    return net.apply({'params': params['net'], **params['mutable']['net']},
-                     modality, x, method=mhtn_models.MHTNNet.embed)
+    p = net.apply({'params': params['net'], **params['mutable']['net']},
+                  modality, x, method=mhtn_models.MHTNNet.embed)
+    if self.hp.embedding == 'centered_softmax':
+      return p - 1.0 / self.num_labels
+    return p
