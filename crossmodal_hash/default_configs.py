@@ -127,7 +127,8 @@ def mhtn_small(config: ml_collections.ConfigDict, *, num_steps: int,
   256, discriminator 512-512; the release's 4096s and 512 / 1024 are one
   config line away), batches of 64 target and 64 source items as the
   release, no gradient accumulation, `num_steps` steps, checkpoints and
-  validation every 500 steps. The source domain is the synthetic
+  validation every 500 steps (cosine mAP; the final report adds the sign
+  codes' Hamming mAP). The source domain is the synthetic
   single-label feature set (`source_feature_dim`-d, 40 classes, 4,000 items).
   """
   config.model = mhtn.default_model_config()
@@ -141,6 +142,9 @@ def mhtn_small(config: ml_collections.ConfigDict, *, num_steps: int,
       'synthetic_source_features', feature_dim=source_feature_dim,
       batch_size=64)
   config_utils.add_run_defaults(config, checkpoint_every_passes=1)
+  # Cosine mAP every 500 steps (model selection) and the cosine report with
+  # the sign codes' Hamming mAP beside it (trainers/evaluators.py).
+  config.evals = config_utils.default_evals(real=True)
   per_step.add_defaults(config, checkpoint_every_steps=500,
                         eval_every_steps=500)
   config.train.batch_size = 64

@@ -17,7 +17,6 @@ from crossmodal_hash.data import builtin
 from crossmodal_hash.data import synthetic
 from crossmodal_hash.methods import base
 from crossmodal_hash.methods import mhtn
-from crossmodal_hash.trainers import evaluators
 from crossmodal_hash.trainers import per_step
 from crossmodal_hash.trainers import source_domain
 
@@ -235,29 +234,6 @@ def test_sharded_step_equals_unsharded(data, fresh):
   chex.assert_trees_all_close(results[0], results[1], rtol=2e-4, atol=2e-5)
 
 
-@evaluators.EVALUATORS.register('mhtn_test_embeddings')
-class _Embeddings:
-  """A final evaluator of real-valued outputs for these tests: the mean
-  validation embedding of each modality."""
-
-  periodic = False
-  outputs = ('real',)
-
-  def __init__(self, section):
-    del section
-
-  def __call__(self, run, params, metadata):
-    del metadata
-    evaluator = run.evaluators['validation']
-    out = {}
-    for m, field in (('img', 'image'), ('txt', 'text')):
-      x = jnp.asarray(run.data.field(field)[evaluator.query[:32]])
-      if m == 'img':
-        x = (x - run.image_stats[0]) * run.image_stats[1]
-      out[m] = np.asarray(run.method.encode(params, m, x)).mean(0).tolist()
-    return {'map': out}
-
-
 _TINY_RUN = ','.join([
     'bits=8', 'dataset.num_items=300', 'dataset.num_query=40',
     'dataset.num_train=128', 'dataset.num_val=32', 'dataset.num_labels=8',
@@ -269,16 +245,13 @@ _TINY_RUN = ','.join([
     'mhtn.num_steps=8', 'train.batch_size=32',
     'train.checkpoint_every_steps=3', 'train.checkpoint_every_seconds=0',
     'train.progress=false', 'eval.every_steps=0', 'eval.batch_size=32',
-    'eval.plots=false', 'eval.random_baseline=false'])
+    'eval.plots=false', 'eval.random_baseline=false', 'eval.top_k=10',
+    'eval.precision_at=10', 'eval.ndcg_k=10'])
 
 
 def _tiny_config(*extra):
   import mhtn_synthetic  # pylint: disable=g-import-not-at-top
-  config = mhtn_synthetic.get_config(','.join((_TINY_RUN,) + extra))
-  with config.unlocked():
-    config.evals = ml_collections.ConfigDict(
-        {'final': {'type': 'mhtn_test_embeddings'}})
-  return config
+  return mhtn_synthetic.get_config(','.join((_TINY_RUN,) + extra))
 
 
 def _resume_matches(tmp_path, *extra):
@@ -293,7 +266,9 @@ def _resume_matches(tmp_path, *extra):
   assert step == 8 and int(a['step']) == 8
   assert 'batch_stats' in a['mutable']['net']
   chex.assert_trees_all_equal(a, b)
+  assert straight['similarity'] == 'cosine'
   assert straight['map'] == resumed['map']
+  assert straight['sign_map'] == resumed['sign_map']
 
 
 def test_a_killed_run_resumes_exactly(tmp_path):
