@@ -1,4 +1,4 @@
-r"""SSAH, DCMH, DSMHN, SCAHN and SSAL on the synthetic dataset: mAP@all.
+r"""SSAH, DCMH, DSMHN, SCAHN, SSAL and MHTN on the synthetic dataset: mAP@all.
 
   python benchmarks/synthetic_results.py --out=benchmarks/results
 
@@ -11,8 +11,11 @@ and the Hamming mAP of their embeddings' sign() codes, two rows):
   <out>/synthetic_results.json  every run's four directions, seconds, config
 Reduced runs for a quick look pass config arguments, to every config
 (--config_arg, e.g. smaller datasets) or to one method (--ssah_arg,
---dcmh_arg, --dsmhn_arg, --scahn_arg, --ssal_arg, e.g. fewer epochs or steps). Each
-method runs on its own trainer family (`method.trainer`).
+--dcmh_arg, --dsmhn_arg, --scahn_arg, --ssal_arg, --mhtn_arg, e.g. fewer
+epochs or steps). Each method runs on its own trainer family
+(`method.trainer`). MHTN's embedding is its softmax over the labels whatever
+`bits` says (bits only name its runs), so `--methods=mhtn --bits=24` runs it
+once.
 """
 from __future__ import annotations
 
@@ -28,14 +31,15 @@ import tables
 
 _BITS = flags.DEFINE_list('bits', ['16', '32', '64'], 'Code lengths.')
 _METHODS = flags.DEFINE_list('methods', ['dcmh', 'ssah', 'dsmhn', 'scahn',
-                                         'ssal'],
+                                         'ssal', 'mhtn'],
                              'Methods, in table order.')
 _OUT = flags.DEFINE_string('out', 'benchmarks/results', 'Output directory.')
 _CONFIG_ARG = flags.DEFINE_string('config_arg', '', 'key=value,... for every '
                                   'config.')
 _METHOD_ARGS = {m: flags.DEFINE_string(f'{m}_arg', '', f'key=value,... for '
                                        f'configs/{m}_synthetic.py only.')
-                for m in ('ssah', 'dcmh', 'dsmhn', 'scahn', 'ssal')}
+                for m in ('ssah', 'dcmh', 'dsmhn', 'scahn', 'ssal',
+                          'mhtn')}
 
 DIRECTIONS = (('i2t', 'I->T'), ('t2i', 'T->I'))
 

@@ -9,7 +9,10 @@ Trains configs/<method>_wikipedia.py unchanged (their validation split of
 once per method and code length, each in its own workdir under --out
 (re-running resumes or reuses finished runs). With the full file (I_tr ...
 L_te) the table is of the 693 test queries against the 2,173 training items;
-with the training half alone it is of the validation split. Beside the
+with the training half alone it is of the validation split. (MHTN's
+embedding is its softmax over the 10 classes whatever `bits` says: its runs
+at every length train the same model; `--methods=mhtn --bits=10` runs it
+once.) Beside the
 methods: random codes, and the ridge-regression baseline
 (`evaluation/ridge_baseline.py`, its penalty chosen on the same validation
 split). Real-valued methods (SSAL) have two rows: cosine mAP, and the
@@ -37,7 +40,7 @@ _PATH = flags.DEFINE_string(
     'The Wikipedia file: the full I_tr..L_te layout, or the training half.')
 _BITS = flags.DEFINE_list('bits', ['16', '32', '64'], 'Code lengths.')
 _METHODS = flags.DEFINE_list('methods', ['dcmh', 'dsmhn', 'ssah', 'scahn',
-                                         'ssal'],
+                                         'ssal', 'mhtn'],
                              'Methods, in table order.')
 _OUT = flags.DEFINE_string('out', 'benchmarks/results/wikipedia',
                            'Output directory.')
@@ -45,7 +48,8 @@ _CONFIG_ARG = flags.DEFINE_string('config_arg', '', 'key=value,... for every '
                                   'config (e.g. fewer epochs for a quick look).')
 _METHOD_ARGS = {m: flags.DEFINE_string(f'{m}_arg', '', f'key=value,... for '
                                        f'configs/{m}_wikipedia.py only.')
-                for m in ('ssah', 'dcmh', 'dsmhn', 'scahn', 'ssal')}
+                for m in ('ssah', 'dcmh', 'dsmhn', 'scahn', 'ssal',
+                          'mhtn')}
 
 
 def main(argv):
