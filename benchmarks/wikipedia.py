@@ -15,7 +15,7 @@ at every length train the same model; `--methods=mhtn --bits=10` runs it
 once.) Beside the
 methods: random codes, and the ridge-regression baseline
 (`evaluation/ridge_baseline.py`, its penalty chosen on the same validation
-split). Real-valued methods (SSAL) have two rows: cosine mAP, and the
+split). Real-valued methods (SSAL, MHTN) have two rows: cosine mAP, and the
 Hamming mAP of their embeddings' sign() codes. Writes
   <out>/wikipedia.md    the markdown tables (final query set; validation)
   <out>/wikipedia.json  every run's four directions, its validation record,
