@@ -1,16 +1,13 @@
 """MHTN on Wikipedia (pre-extracted features), chosen on a validation split.
 
-Point it at your copy of the data (nothing is downloaded):
   python -m crossmodal_hash.main --config=configs/mhtn_wikipedia.py \
       --config.dataset.path=/data/wikipedia.mat --workdir=DIR
-The full file holds I_tr, T_tr, L_tr, I_te, T_te, L_te (.mat v5/v7.3 or .npz):
-128-d SIFT image features, 10-d LDA text topics, 10 single-label classes.
-Protocol: 500 validation queries are carved out of the 2,173 training items
-(seeded); the other 1,673 are trained on and are their database. The best
-checkpoint by validation mAP is kept, and the 693 test queries are ranked
-once, at the end, against all 2,173 training items. The training half alone
-(e.g. ../shared/data/wikipedia/wikipedia-train.npz) runs too: the report is
-then of the validation split.
+(nothing is downloaded). The data and protocol are those of the other
+Wikipedia configs (configs/ssah_wikipedia.py): the full file's fixed 2,173 /
+693 split, 500 validation queries carved out of the training items select
+the checkpoint, the test queries are ranked once at the end; the training
+half alone (../shared/data/wikipedia/wikipedia-train.npz) gives a report of
+the validation split.
 
 Source domain: the synthetic single-label feature set with 128-d features
 (`synthetic_source_features`, 40 classes, 4,000 items), the only labelled
