@@ -30,5 +30,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'mhtn', bits=24,
       dataset=builtin.synthetic_dataset_config('synthetic_features'))
   config.dataset.num_val = 500
-  default_configs.mhtn_small(config, num_steps=2000, source_feature_dim=512)
+  default_configs.mhtn_small(config, num_steps=1500, source_feature_dim=512)
   return config_utils.apply_arg(config, arg)

@@ -29,5 +29,5 @@ from crossmodal_hash.data import user_files
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = default_configs.base('mhtn', bits=10,
                                 dataset=user_files.wikipedia_dataset_config())
-  default_configs.mhtn_small(config, num_steps=3000, source_feature_dim=128)
+  default_configs.mhtn_small(config, num_steps=1500, source_feature_dim=128)
   return config_utils.apply_arg(config, arg)

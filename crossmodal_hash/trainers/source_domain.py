@@ -70,13 +70,17 @@ class SourceDomain:
     `source_inputs`.
 
     Raises:
-      ValueError: no `config.source_dataset`, a source whose images are not
+      ValueError: a method of another family than 'per_step', no
+        `config.source_dataset`, a source whose images are not
         shaped like the target's, or a batch size that the mesh or the source
         set cannot hold, naming the setting.
     """
     fields = tuple(getattr(method, 'source_inputs', ()))
     if not fields:
       return None
+    if method.trainer != 'per_step':
+      raise ValueError(f'{config.method} declares source_inputs, which only '
+                       "the 'per_step' trainer family reads.")
     section = config.get('source_dataset')
     if section is None or not section.get('name'):
       raise ValueError(f'{config.method} trains on a source domain: set '
