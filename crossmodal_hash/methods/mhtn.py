@@ -91,6 +91,9 @@ EMBEDDINGS = ('softmax', 'centered_softmax')
 PRETRAINED_TRUNKS = {('trunk',): 'image_encoder'}
 # The discriminator's layers (and the bottleneck below the reversal).
 _DISCRIMINATOR = 'discriminator'
+# Caffe's weights (lr_mult 1, decay_mult 1): kernels and the text input's
+# Scale layer; biases and shifts have lr_mult `bias_lr_mult` and no decay.
+_WEIGHTS = ('kernel', 'scale')
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -137,35 +140,33 @@ def optimizer(hp: ml_collections.ConfigDict, num_steps: int
              ) -> optax.GradientTransformation:
   """Caffe's SGD with per-layer lr_mult / decay_mult (module docstring).
 
-  Weight decay on kernels only, added to the gradient; then each leaf scaled
-  by its lr_mult (biases `bias_lr_mult`, the discriminator's leaves
-  `discriminator_lr_mult`, its biases both); then SGD with momentum at the
+  Weight decay on weights only (kernels, the text input's BatchNorm scale),
+  added to the gradient; then each leaf scaled by its lr_mult (biases
+  `bias_lr_mult`, the discriminator's leaves `discriminator_lr_mult`, its
+  biases both, through optax.multi_transform); then SGD with momentum at the
   scheduled rate; with `accumulate_steps` > 1 inside optax.MultiSteps.
   """
   if hp.accumulate_steps < 1:
     raise ValueError(f'config.mhtn.accumulate_steps={hp.accumulate_steps} '
                      'must be >= 1.')
-  kernels = lambda params: flax.traverse_util.path_aware_map(
-      lambda path, _: path[-1] == 'kernel', params)
 
-  def lr_mult(path, _):
-    mult = 1.0 if path[-1] == 'kernel' else hp.bias_lr_mult
-    if any(_DISCRIMINATOR in p for p in path):
-      mult *= hp.discriminator_lr_mult
-    return mult
+  def group(path, _) -> str:
+    weight = path[-1] in _WEIGHTS
+    adversary = any(_DISCRIMINATOR in p for p in path)
+    return ('dis_' if adversary else '') + ('weight' if weight else 'bias')
 
-  def scale_by_lr_mult() -> optax.GradientTransformation:
-    def update(updates, state, params=None):
-      del params
-      mults = flax.traverse_util.path_aware_map(lr_mult, updates)
-      return jax.tree.map(lambda u, m: u * m, updates, mults), state
-    return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
-
+  groups = lambda params: flax.traverse_util.path_aware_map(group, params)
+  weights = lambda params: flax.traverse_util.path_aware_map(
+      lambda path, _: path[-1] in _WEIGHTS, params)
+  lr_mult = {'weight': 1.0, 'bias': hp.bias_lr_mult,
+             'dis_weight': hp.discriminator_lr_mult,
+             'dis_bias': hp.discriminator_lr_mult * hp.bias_lr_mult}
   c = base.optimizer_config(name='sgd', learning_rate=hp.lr,
                             momentum=hp.momentum)
   chain = optax.chain(
-      optax.add_decayed_weights(hp.weight_decay, mask=kernels),
-      scale_by_lr_mult(),
+      optax.add_decayed_weights(hp.weight_decay, mask=weights),
+      optax.multi_transform({g: optax.scale(m) for g, m in lr_mult.items()},
+                            groups),
       base.make_optimizer(c, num_steps=num_steps))
   if hp.accumulate_steps > 1:
     return optax.MultiSteps(chain, every_k_schedule=hp.accumulate_steps)
@@ -196,8 +197,6 @@ class MHTN:
     self.dtype = jnp.dtype(model.compute_dtype)
     self.trunk = (None if model.image_encoder == IDENTITY_TRUNK else
                   models_registry.build('image_encoder', model, self.dtype))
-    section = config.get('source_dataset')
-    self.num_source_labels = int(section.num_labels) if section else 0
     self.optimizer = optimizer(hp, self.num_steps)
     self.updates = {'mhtn': self.update}
     self.inputs = {'mhtn': ('label', 'image', 'text')}
@@ -331,7 +330,8 @@ class MHTN:
     (minus 1/C for `mhtn.embedding='centered_softmax'`)."""
     x = (self.features(params, inputs) if modality == 'img' else
          inputs.astype(jnp.float32))
-    net = self.net(self.num_source_labels)
+    # The source's class count, from the source classifier's params.
+    net = self.net(params['net']['source_classifier']['kernel'].shape[-1])
     p = net.apply({'params': params['net'], **params['mutable']['net']},
                   modality, x, method=mhtn_models.MHTNNet.embed)
     if self.hp.embedding == 'centered_softmax':
