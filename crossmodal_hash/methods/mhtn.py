@@ -66,6 +66,11 @@ Deviations from the release, documented:
     builds);
   * the source stem is initialised like the others (the paper fine-tunes
     AlexNet's fc6-fc8 on ImageNet); the source's classes are its own;
+  * the MMD is the biased (V-statistic) estimate over all pairs of the two
+    batches; transfer-caffe's MMDLoss source was not at hand to compare
+    with (DAN, whose layer it is, also describes a linear-time unbiased
+    estimate); `kernel_num`, `kernel_mul` and a fixed bandwidth are
+    configurable;
   * the solver runs 11,000 updates of iter_size 16 (176,000 batches of 64
     per stream); the configs here run far fewer and say so.
 """
