@@ -25,6 +25,8 @@ on 2 heavily shared CPU cores. The sign codes of a softmax are +1
 everywhere (sign-code mAP 0.382, the random level; the periodic code
 statistics say so); `mhtn.embedding=centered_softmax` gives sign codes that
 measured 0.656 / 0.652 on the validation split at step 1,000.
+(Measured before the text input's BatchNorm scale took Caffe's weight
+multipliers, lr_mult 1 and decay, instead of a bias's; not re-measured.)
 """
 import ml_collections
 
