@@ -11,7 +11,9 @@ from typing import Callable
 import ml_collections
 
 from crossmodal_hash import config_utils
+from crossmodal_hash.data import builtin
 from crossmodal_hash.data import user_files
+from crossmodal_hash.methods import mhtn
 from crossmodal_hash.methods import scahn
 from crossmodal_hash.methods import ssah
 from crossmodal_hash.trainers import per_step
@@ -112,4 +114,38 @@ def scahn_from_scratch(config: ml_collections.ConfigDict, *,
   per_step.add_defaults(config, checkpoint_every_steps=500,
                         eval_every_steps=500)
   config.train.batch_size = 32
+  return config
+
+
+def mhtn_small(config: ml_collections.ConfigDict, *, num_steps: int,
+               source_feature_dim: int) -> ml_collections.ConfigDict:
+  """`config` (from `base`) with MHTN on feature inputs, sized for CPU.
+
+  The released hyper-parameters (methods/mhtn.py: SGD 0.01, momentum 0.9,
+  weight decay 5e-4, loss weights 1 / 1 / 1 / 1e-4 / 0.1, one Gaussian kernel)
+  with narrower layers (stems and semantic subnetwork 1024-1024, bottleneck
+  256, discriminator 512-512; the release's 4096s and 512 / 1024 are one
+  config line away), batches of 64 target and 64 source items as the
+  release, no gradient accumulation, `num_steps` steps, checkpoints and
+  validation every 500 steps (cosine mAP; the final report adds the sign
+  codes' Hamming mAP). The source domain is the synthetic
+  single-label feature set (`source_feature_dim`-d, 40 classes, 4,000 items).
+  """
+  config.model = mhtn.default_model_config()
+  config.model.stem_widths = (1024, 1024)
+  config.model.semantic_widths = (1024, 1024)
+  config.model.bottleneck = 256
+  config.model.discriminator_hidden = (512, 512)
+  config.mhtn = mhtn.default_config()
+  config.mhtn.num_steps = num_steps
+  config.source_dataset = builtin.synthetic_source_config(
+      'synthetic_source_features', feature_dim=source_feature_dim,
+      batch_size=64)
+  config_utils.add_run_defaults(config, checkpoint_every_passes=1)
+  # Cosine mAP every 500 steps (model selection) and the cosine report with
+  # the sign codes' Hamming mAP beside it (trainers/evaluators.py).
+  config.evals = config_utils.default_evals(real=True)
+  per_step.add_defaults(config, checkpoint_every_steps=500,
+                        eval_every_steps=500)
+  config.train.batch_size = 64
   return config

@@ -1,10 +1,12 @@
-"""Datasets that need no files: the synthetic generator, in two variants."""
+"""Datasets that need no files: the synthetic generator in its variants, and
+a single-label synthetic source domain (data/synthetic_source.py)."""
 from __future__ import annotations
 
 import ml_collections
 
 from crossmodal_hash.data import registry
 from crossmodal_hash.data import synthetic
+from crossmodal_hash.data import synthetic_source
 from crossmodal_hash.data import synthetic_video
 from crossmodal_hash.data import types
 
@@ -79,3 +81,44 @@ def load_synthetic_video(c: ml_collections.ConfigDict) -> types.MultiModalData:
   return synthetic_video.generate_clips(
       c.num_items, _synthetic_config(c, None),
       synthetic_video.VideoConfig(num_frames=c.num_frames), c.seed)
+
+
+def synthetic_source_config(name: str = 'synthetic_source', *,
+                            num_items: int = 4000, num_labels: int = 40,
+                            image_size: int = 32, feature_dim: int = 512,
+                            seed: int = 1, batch_size: int = 32
+                           ) -> ml_collections.ConfigDict:
+  """The `config.source_dataset` section of a method with a source domain
+  (MHTN): single-label images ('synthetic_source') or image features
+  ('synthetic_source_features', `feature_dim`) of their own `num_labels`
+  classes (data/synthetic_source.py), `batch_size` of them per step, from
+  their own world (`seed`, apart from the target's)."""
+  c = ml_collections.ConfigDict()
+  c.name = name
+  c.seed = seed
+  c.num_items = num_items
+  c.num_labels = num_labels
+  c.image_size = image_size
+  c.feature_dim = feature_dim  # 'synthetic_source_features' only.
+  c.batch_size = batch_size
+  c.path = ''
+  return c
+
+
+@registry.DATASETS.register('synthetic_source')
+def load_synthetic_source(c: ml_collections.ConfigDict) -> types.MultiModalData:
+  """Source-domain images [N, S, S, 3] uint8, no texts, one-hot labels."""
+  return synthetic_source.generate_source(
+      c.num_items, synthetic_source.source_config(c.num_labels,
+                                                  image_size=c.image_size),
+      c.seed)
+
+
+@registry.DATASETS.register('synthetic_source_features')
+def load_synthetic_source_features(c: ml_collections.ConfigDict
+                                  ) -> types.MultiModalData:
+  """Source-domain image features [N, D] float32, no texts, one-hot labels."""
+  return synthetic_source.generate_source(
+      c.num_items, synthetic_source.source_config(
+          c.num_labels, image_size=c.image_size, feature_dim=c.feature_dim),
+      c.seed)

@@ -257,7 +257,7 @@ def _build_world(config: SyntheticConfig, seed: int) -> _World:
   general = perm[num_l * wpl:]
   label_words = np.zeros((num_l, wpl + swpl), np.int64)
   label_words[:, :wpl] = owned
-  for l in range(num_l):
+  for l in range(num_l if swpl else 0):  # None borrowed: nothing drawn.
     related = {m for t in range(num_t) if l in core[t] for m in core[t]} - {l}
     if len(related) * wpl < swpl:
       related = set(range(num_l)) - {l}

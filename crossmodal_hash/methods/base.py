@@ -143,6 +143,10 @@ class Method(Protocol):
     init_pretrained: (optional) params -> params, run on a fresh run's
       params (outside jit): weights from files the config names, e.g. a
       CNN-F trunk (`models.registry.merge_pretrained`).
+    source_inputs: (optional, per-step methods) the source-domain fields its
+      updates read, e.g. MHTN's ('image', 'label'): each batch then also
+      holds 'source_<field>' rows of `config.source_dataset`
+      (trainers/source_domain.py).
     unsaved_memories: (optional) memories no loss reads, left out of
       checkpoints.
 

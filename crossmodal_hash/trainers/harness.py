@@ -18,6 +18,9 @@ only. Everything around the loop is here:
      the periodic evaluators of `config.evals` (trainers/evaluators.py) every
      N passes or steps, the best state by validation mAP kept in
      `<workdir>/best` (trainers/model_selection.py), NaN/Inf errors;
+     a method with `source_inputs` also gets its source domain
+     (`config.source_dataset`, trainers/source_domain.py), whose stream
+     position is saved and checked beside the target's;
   4. `Run.finish` restores the selected params (best by validation, else the
      last) and runs the final evaluators of `config.evals`.
 """
@@ -49,6 +52,7 @@ from crossmodal_hash.models import registry as models_registry
 from crossmodal_hash.trainers import evaluation_hooks
 from crossmodal_hash.trainers import evaluators as evaluators_lib
 from crossmodal_hash.trainers import model_selection
+from crossmodal_hash.trainers import source_domain
 from crossmodal_hash.trainers import streaming
 
 
@@ -259,6 +263,7 @@ class Run:
     evaluators: {'test', 'validation'}, the split's non-empty query sets.
     evals: `config.evals`' evaluators by name (trainers/evaluators.py).
     best: the best state by periodic validation mAP, or None.
+    source: the source domain of a method with `source_inputs`, else None.
   """
   config: ml_collections.ConfigDict
   workdir: str
@@ -276,6 +281,7 @@ class Run:
   evaluators: dict[str, evaluation_hooks.Evaluator]
   evals: dict[str, Any]
   best: model_selection.BestCheckpoint | None = None
+  source: source_domain.SourceDomain | None = None
 
   @classmethod
   def open(cls, config: ml_collections.ConfigDict, workdir: str, *,
@@ -313,6 +319,8 @@ class Run:
                     else None)
       placement, image_stats, device_data = place_training_set(
           config, train, mesh, mean_image)
+      source = source_domain.SourceDomain.open(config, method, data, mesh,
+                                               mean_image)
       checkpointer.unsaved_memories = getattr(method, 'unsaved_memories', ())
       evaluators = evaluation_hooks.Evaluator.for_split(
           split, method=method, data=data, mesh=mesh,
@@ -325,7 +333,7 @@ class Run:
               train=train, mesh=mesh, method=method, checkpointer=checkpointer,
               meta=meta, data_sha256=data_sha256, placement=placement,
               image_stats=image_stats, device_data=device_data,
-              evaluators=evaluators, evals=evals)
+              evaluators=evaluators, evals=evals, source=source)
     if 'validation' in evaluators and eval_every > 0 and run.has_periodic:
       run.best = model_selection.BestCheckpoint(workdir)
     if meta is None and jax.process_index() == 0:
@@ -352,10 +360,11 @@ class Run:
     return len(self.split.train) // self.config.train.batch_size
 
   def init_data(self) -> dict[str, Any]:
-    """What `method.init` reads: the resident arrays (and an image row)."""
-    if self.placement == 'device':
-      return self.device_data
-    return streaming.init_data(self.device_data, self.train.images)
+    """What `method.init` reads: the resident arrays (and an image row),
+    and the source's rows (`source_domain.init_rows`)."""
+    data = (self.device_data if self.placement == 'device' else
+            streaming.init_data(self.device_data, self.train.images))
+    return {**data, **source_domain.init_rows(self.source)}
 
   def position(self, next_step: int) -> dict[str, Any]:
     """The data position after `next_step` batches (a whole pass or not)."""
@@ -385,6 +394,9 @@ class Run:
     start = int(meta[position_key])
     streaming.check_iterator_state(meta.get('data_iterator'),
                                    self.position(start * batches_per_unit))
+    if self.source is not None:
+      self.source.check_position(meta.get('source_iterator'),
+                                 start * batches_per_unit)
     logging.info('Resumed from %s at %s %d (step %d).',
                  self.checkpointer.directory, position_key, start,
                  int(state.step))
@@ -394,11 +406,15 @@ class Run:
                       total_key: str, total: int,
                       batches_per_unit: int) -> dict[str, Any]:
     """The metadata saved with a checkpoint at `position` of `total`."""
-    return {position_key: position, total_key: total,
+    meta = {position_key: position, total_key: total,
             'config': config_utils.to_json_dict(self.config),
             'split_sha256': splits.checksum(self.split),
             'data_sha256': self.data_sha256,
             'data_iterator': self.position(position * batches_per_unit)}
+    if self.source is not None:
+      meta['source_iterator'] = self.source.position(
+          position * batches_per_unit)
+    return meta
 
   def metrics_writer(self, resume_at: int, resume_key: str = 'pass'
                     ) -> logging_utils.MetricsWriter:

@@ -30,6 +30,11 @@ and mutable collections). Config:
 Placement 'device' gathers batches from the resident training set inside the
 jitted step; 'stream' reads the fields the updates declare (the host ones,
 e.g. 'image') batch by batch through the grain pipeline.
+
+A method with `source_inputs` (MHTN) also gets a source-domain batch in every
+step, gathered on the devices under either placement: 'source_image',
+'source_label', 'source_index' (trainers/source_domain.py); the source
+arrays travel in `data` under the same prefix.
 """
 from __future__ import annotations
 
@@ -45,6 +50,7 @@ from crossmodal_hash import sharding
 from crossmodal_hash.methods import base
 from crossmodal_hash.trainers import harness
 from crossmodal_hash.trainers import registry
+from crossmodal_hash.trainers import source_domain
 from crossmodal_hash.trainers import streaming
 
 
@@ -73,13 +79,39 @@ def run_updates(method: base.Method, state: base.TrainState,
   return state, {'loss': loss, **metrics}
 
 
+def source_data(source: source_domain.SourceDomain | None
+               ) -> dict[str, jax.Array]:
+  """The source's resident arrays, prefixed, for the steps' `data`."""
+  if source is None:
+    return {}
+  return {source_domain.PREFIX + k: v for k, v in source.arrays.items()}
+
+
+def add_source_batch(batch: base.Batch, data: base.Batch,
+                     source: source_domain.SourceDomain | None,
+                     rng: jax.Array, step_index: jax.Array,
+                     batch_spec: jax.sharding.NamedSharding) -> base.Batch:
+  """`batch` plus step `step_index`'s source batch (none without a source),
+  gathered from the prefixed source arrays in `data` (jit-able)."""
+  if source is None:
+    return batch
+  prefix = source_domain.PREFIX
+  arrays = {k[len(prefix):]: v for k, v in data.items()
+            if k.startswith(prefix)}
+  rows = harness.gather_batch(arrays, source.rows(rng, step_index),
+                              batch_spec, source.fields)
+  return {**batch, **{prefix + k: v for k, v in rows.items()}}
+
+
 def make_device_step(method: base.Method, *, batch_size: int,
                      num_batches: int, mesh: jax.sharding.Mesh,
-                     trace_guard: Callable[[Callable], Callable] | None = None):
+                     trace_guard: Callable[[Callable], Callable] | None = None,
+                     source: source_domain.SourceDomain | None = None):
   """jit(state, data, step_index) -> (state, metrics, finite), data resident.
 
   The batch of step s is gathered from `data` inside the call (its fields
-  `base.batch_fields(method)`); `state` is donated; compiles once.
+  `base.batch_fields(method)`, and the source batch with a `source`, whose
+  arrays `data` holds, `source_data`); `state` is donated; compiles once.
   """
   batch_spec = sharding.batch_sharded(mesh)
   replicated = sharding.replicated(mesh)
@@ -90,6 +122,8 @@ def make_device_step(method: base.Method, *, batch_size: int,
                                step_index % num_batches, num_steps=1,
                                batch_size=batch_size)
     batch = harness.gather_batch(data, order, batch_spec, fields)
+    batch = add_source_batch(batch, data, source, state.rng, step_index,
+                             batch_spec)
     state, metrics = run_updates(method, state, batch, data, step_index)
     return state, metrics, base.tree_all_finite(
         (metrics, state.params, state.memory))
@@ -100,17 +134,19 @@ def make_device_step(method: base.Method, *, batch_size: int,
 
 
 def make_streamed_step(method: base.Method, mesh: jax.sharding.Mesh,
-                       trace_guard: Callable[[Callable], Callable] | None = None
-                      ):
+                       trace_guard: Callable[[Callable], Callable] | None = None,
+                       source: source_domain.SourceDomain | None = None):
   """jit(state, batch, data, step_index) -> (state, metrics, finite) for a
   batch read by the pipeline (`streaming.complete_batch` adds the resident
-  fields); `state` is donated."""
+  fields, `add_source_batch` the source's); `state` is donated."""
   batch_spec = sharding.batch_sharded(mesh)
   replicated = sharding.replicated(mesh)
   fields = base.batch_fields(method)
 
   def step(state, batch, data, step_index):
     batch = streaming.complete_batch(batch, data, batch_spec, fields)
+    batch = add_source_batch(batch, data, source, state.rng, step_index,
+                             batch_spec)
     state, metrics = run_updates(method, state, batch, data, step_index)
     return state, metrics, base.tree_all_finite(
         (metrics, state.params, state.memory))
@@ -123,15 +159,18 @@ def make_streamed_step(method: base.Method, mesh: jax.sharding.Mesh,
 def _device_steps(run: harness.Run, start: int, total: int):
   """Yields step(state) -> (state, metrics, finite) for steps start..total-1."""
   fn = make_device_step(run.method, batch_size=run.config.train.batch_size,
-                        num_batches=run.num_batches, mesh=run.mesh)
+                        num_batches=run.num_batches, mesh=run.mesh,
+                        source=run.source)
+  data = {**run.device_data, **source_data(run.source)}
   for s in range(start, total):
-    yield s, lambda state, s=s: fn(state, run.device_data, jnp.int32(s))
+    yield s, lambda state, s=s: fn(state, data, jnp.int32(s))
 
 
 def _streamed_steps(run: harness.Run, start: int, total: int,
                     state_rng: Callable[[], jax.Array]):
   """As `_device_steps`, reading each pass's batches through the pipeline."""
-  fn = make_streamed_step(run.method, run.mesh)
+  fn = make_streamed_step(run.method, run.mesh, source=run.source)
+  data = {**run.device_data, **source_data(run.source)}
   passes = streaming.StreamedPasses(
       run.method, run.train, run.device_data, run.mesh,
       batch_size=run.config.train.batch_size,
@@ -145,8 +184,7 @@ def _streamed_steps(run: harness.Run, start: int, total: int,
       for batch in iterator:
         if s >= total:
           break
-        yield s, lambda state, s=s, batch=batch: fn(state, batch,
-                                                     run.device_data,
+        yield s, lambda state, s=s, batch=batch: fn(state, batch, data,
                                                      jnp.int32(s))
         s += 1
     finally:
