@@ -7,6 +7,8 @@ from typing import Any
 
 import ml_collections
 
+from crossmodal_hash import sharding
+
 # Keys that may change between a checkpoint and the run resuming it: they
 # change how a run is executed or reported, not what it computes. A method
 # adds its own (`Method.resumable_keys`, see `resumable_keys`).
@@ -14,7 +16,8 @@ RESUMABLE_CHANGES = (
     'train.checkpoint_every_passes', 'train.checkpoint_every_seconds',
     'train.checkpoint_every_steps', 'train.max_checkpoints', 'train.progress',
     'train.batches_per_call', 'train.data_placement', 'train.max_device_bytes',
-    'train.stream_workers', 'train.tensorboard', 'mesh', 'eval', 'evals',
+    'train.stream_workers', 'train.tensorboard', 'mesh', 'sharding', 'eval',
+    'evals',
 )
 
 # Keys that may change on resume when the data read is the same (its
@@ -48,7 +51,8 @@ def feature_input_model(*, text_hidden: int,
 
 def add_run_defaults(config: ml_collections.ConfigDict, *,
                      checkpoint_every_passes: int) -> ml_collections.ConfigDict:
-  """Adds the `train`, `eval` and `mesh` sections every config shares.
+  """Adds the `train`, `eval`, `mesh` and `sharding` sections every config
+  shares.
 
   Also `model.pretrained_cnnf` ('') where the config does not set it.
 
@@ -116,6 +120,13 @@ def add_run_defaults(config: ml_collections.ConfigDict, *,
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1  # All devices.
   config.mesh.model = 1
+  # MaxText's logical axis rules: (logical name, mesh axis or None) pairs
+  # that place the state's and the resident arrays' dimensions
+  # (sharding.py); by default the rows of item-indexed memories and of the
+  # training arrays ('items') split over `data`, all else replicated.
+  # () replicates everything.
+  config.sharding = ml_collections.ConfigDict()
+  config.sharding.logical_axis_rules = sharding.LOGICAL_AXIS_RULES
   return config
 
 

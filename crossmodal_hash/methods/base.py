@@ -149,6 +149,11 @@ class Method(Protocol):
       (trainers/source_domain.py).
     unsaved_memories: (optional) memories no loss reads, left out of
       checkpoints.
+    memory_axes: (optional) {memory name: logical axis names of its
+      dimensions}, e.g. {'F': ('items', 'bits')}: `config.sharding.
+      logical_axis_rules` map them to mesh axes (sharding.py; 'items', the T
+      rows of an item-indexed memory, split over `data` by default). A memory
+      it does not name, like every param and optimizer state, is replicated.
 
   Networks take a `train` flag: True inside updates (dropout on, with
   `Step.rng` as the 'dropout' key; BatchNorm statistics updated and kept in

@@ -85,6 +85,9 @@ class DCMH(common.PretrainedImageTrunk):
   """DCMH's networks, losses, updates and schedule, built from a config."""
 
   trainer = 'alternating'
+  # F, G and B: one row per training item (sharding.py: rows split over
+  # the mesh's `data` axis by default).
+  memory_axes = {name: ('items', 'bits') for name in ('F', 'G', 'B')}
 
   def __init__(self, config: ml_collections.ConfigDict, *, num_labels: int,
                text_dim: int):

@@ -83,6 +83,8 @@ class DSMHN(common.PretrainedImageTrunk):
   """DSMHN's streams, classifier, losses, joint update and schedule."""
 
   trainer = 'alternating'
+  # The stored codes, one row per training item (sharding.py).
+  memory_axes = {'img_code': ('items', 'bits'), 'txt_code': ('items', 'bits')}
   # The rate does not depend on num_epochs (DCMH's decays over it).
   resumable_keys = ('dsmhn.num_epochs',)
 

@@ -210,6 +210,9 @@ class SCAHN:
   # The generator step's codes, which the discriminator step reads next,
   # within the same step: a resumed run never reads them before rewriting.
   unsaved_memories = ('step_codes_img', 'step_codes_txt')
+  # No `memory_axes`: no memory is item-indexed. The queues hold the codes
+  # of the last Q batch rows ([Q, K], written in FIFO order, not by item),
+  # the label graph is [L, L], the step codes [B, K]: all replicated.
 
   def __init__(self, config: ml_collections.ConfigDict, *, num_labels: int,
                text_dim: int):

@@ -116,6 +116,10 @@ class SSAH(common.PretrainedImageTrunk):
   """SSAH's networks, losses, updates and schedule, built from a config."""
 
   trainer = 'alternating'
+  # LabNet's stored codes and features, one row per training item
+  # (sharding.py: rows split over the mesh's `data` axis by default).
+  memory_axes = {'lab_code': ('items', 'bits'),
+                 'lab_feat': ('items', 'semantic')}
   # More epochs continue the same ladder of rates.
   resumable_keys = ('ssah.num_epochs',)
 

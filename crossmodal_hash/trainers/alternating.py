@@ -15,9 +15,12 @@ trainers/harness.py, shared with the per-step family):
      (an incompatible one, or another split, stops the run before anything is
      written); a fresh run then saves its split with its checksum;
   3. place the training set (`config.train.data_placement`): 'device' puts
-     it on every device; 'stream' keeps only the resident fields there and
+     it on the devices; 'stream' keeps only the resident fields there and
      reads images batch by batch (trainers/streaming.py), only in the passes
-     whose update declares them (`Method.inputs`);
+     whose update declares them (`Method.inputs`); the resident arrays and
+     the method's item-indexed memories (`Method.memory_axes`) are split by
+     rows over the mesh's `data` axis (`config.sharding.logical_axis_rules`,
+     sharding.py), and every jitted call keeps those placements;
   4. initialise (with the method's pretrained weights) or restore the state
      and the data position, the index of the next pass of the schedule;
   5. run the schedule (this module): before a phase's first pass, its `begin`
@@ -81,12 +84,19 @@ def flat_schedule(method: base.Method, epochs: int
           for i in range(phase.passes)]
 
 
-def make_begin_fns(method: base.Method, mesh: jax.sharding.Mesh
+def make_begin_fns(method: base.Method, mesh: jax.sharding.Mesh, *,
+                   state_sharding: Any = None, data_sharding: Any = None
                   ) -> dict[str, Callable]:
-  """The method's `begin` hooks, jitted: fn(state, data) -> state (donated)."""
-  replicated = sharding.replicated(mesh)
-  return {name: jax.jit(fn, in_shardings=replicated, out_shardings=replicated,
-                        donate_argnums=0)
+  """The method's `begin` hooks, jitted: fn(state, data) -> state (donated).
+
+  `state_sharding` and `data_sharding` are the placements of the state and
+  the resident arrays (pytrees of NamedShardings, `harness.state_sharding`
+  and the arrays' own); None: replicated.
+  """
+  state_sharding, data_sharding = sharding.or_replicated(
+      mesh, state_sharding, data_sharding)
+  return {name: jax.jit(fn, in_shardings=(state_sharding, data_sharding),
+                        out_shardings=state_sharding, donate_argnums=0)
           for name, fn in getattr(method, 'begin', {}).items()}
 
 
@@ -112,8 +122,13 @@ gather_batch = harness.gather_batch
 
 def make_steps_fn(method: base.Method, network: str, *, num_steps: int,
                   batch_size: int, mesh: jax.sharding.Mesh,
-                  trace_guard: Callable[[Callable], Callable] | None = None):
+                  trace_guard: Callable[[Callable], Callable] | None = None,
+                  state_sharding: Any = None, data_sharding: Any = None):
   """A jitted run of `num_steps` consecutive updates of `network`.
+
+  The state and the resident arrays keep their placements
+  (`state_sharding`, `data_sharding`; None: replicated): with item-sharded
+  memories and arrays the [B, T] terms are computed where the T rows live.
 
   Pass p visits the training set in the order of `pass_order(state.rng, ...)`,
   so any batch of any pass can be recomputed from the state alone: this is
@@ -132,6 +147,8 @@ def make_steps_fn(method: base.Method, network: str, *, num_steps: int,
   fields = base.batch_fields(method, network)
   batch_spec = sharding.batch_sharded(mesh)
   replicated = sharding.replicated(mesh)
+  state_sharding, data_sharding = sharding.or_replicated(
+      mesh, state_sharding, data_sharding)
 
   def run(state, data, pass_index, first_batch, learning_rate):
     order = pass_order(state.rng, data, pass_index, first_batch,
@@ -152,7 +169,9 @@ def make_steps_fn(method: base.Method, network: str, *, num_steps: int,
     return state, metrics, finite
 
   return jax.jit(trace_guard(run) if trace_guard else run,
-                 in_shardings=replicated, out_shardings=replicated,
+                 in_shardings=(state_sharding, data_sharding, replicated,
+                               replicated, replicated),
+                 out_shardings=(state_sharding, replicated, replicated),
                  donate_argnums=0)
 
 
@@ -174,12 +193,14 @@ def run_pass(steps_fn, state, data, *, pass_index: int, num_batches: int,
 
 def _device_passes(method: base.Method, device_data: dict[str, jax.Array],
                    mesh: jax.sharding.Mesh, *, num_batches: int,
-                   batch_size: int, per_call: int):
+                   batch_size: int, per_call: int, state_sharding: Any):
   """run(state, pass_index, network, lr, on_batch) over resident data."""
   num_steps = batches_per_call(per_call, num_batches)
   steps_fns = {
       network: make_steps_fn(method, network, num_steps=num_steps,
-                             batch_size=batch_size, mesh=mesh)
+                             batch_size=batch_size, mesh=mesh,
+                             state_sharding=state_sharding,
+                             data_sharding=sharding.shardings_of(device_data))
       for network in method.updates
   }
 
@@ -221,18 +242,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state, start_pass = run.init_or_restore('pass_index',
                                             batches_per_unit=num_batches)
     schedule = flat_schedule(method, num_epochs(config))
+    state_sharding = sharding.shardings_of(state)
     if run.placement == 'device':
       run_pass_fn = _device_passes(method, run.device_data, run.mesh,
                                    num_batches=num_batches,
                                    batch_size=config.train.batch_size,
-                                   per_call=config.train.batches_per_call)
+                                   per_call=config.train.batches_per_call,
+                                   state_sharding=state_sharding)
     else:
       run_pass_fn = streaming.StreamedPasses(
           method, run.train, run.device_data, run.mesh,
           batch_size=config.train.batch_size,
-          options=streaming.stream_options(config)).run
+          options=streaming.stream_options(config),
+          state_sharding=state_sharding).run
+    begin_fns = make_begin_fns(
+        method, run.mesh, state_sharding=state_sharding,
+        data_sharding=sharding.shardings_of(run.device_data))
     loop = _Loop(run, schedule)
-    state = loop.run(state, make_begin_fns(method, run.mesh), run_pass_fn,
+    state = loop.run(state, begin_fns, run_pass_fn,
                      start_pass=start_pass,
                      stop_after_passes=stop_after_passes)
   except BaseException:

@@ -8,11 +8,13 @@ only. Everything around the loop is here:
      (`data.protocols.split_for_run`), builds the mesh and checks the batch
      sizes, checks any checkpoint in the workdir against the config (keys the
      method lists in `resumable_keys` may change) and the split, places the
-     training set ('device' or 'stream', trainers/streaming.py), builds the
-     method from the registry, and the evaluators of the split;
+     training set ('device' or 'stream', trainers/streaming.py; per-item
+     arrays split by rows over `data`, `resident_axes`), builds the method
+     from the registry, and the evaluators of the split;
   2. `Run.init_or_restore` gives a fresh state (with the method's
      pretrained weights, `init_pretrained`) or the latest checkpoint's, with
-     the saved position (pass or step) of the family;
+     the saved position (pass or step) of the family, placed by
+     `state_sharding` (item-indexed memories split over `data`);
   3. `Run.checkpoint_meta`, `Run.periodic_eval`, `Run.raise_non_finite` and
      `Run.metrics_writer` serve the loop: checkpoints with the data position,
      the periodic evaluators of `config.evals` (trainers/evaluators.py) every
@@ -167,7 +169,9 @@ def place_training_set(config: ml_collections.ConfigDict,
   'device' puts 'image' [T, ...] there too; 'stream' only 'label', 'text' and
   the statistics (see `streaming.resident_arrays`). `mean_image` (of the
   image encoder's pretrained file, `models.registry.mean_image`) is what
-  'pretrained_mean' normalisation subtracts.
+  'pretrained_mean' normalisation subtracts. The per-item arrays are placed
+  by `config.sharding.logical_axis_rules` (`resident_axes`: their T rows split
+  over `data` by default), the image statistics replicated.
   """
   placement = streaming.choose_placement(config.train.data_placement,
                                          train.images,
@@ -180,24 +184,46 @@ def place_training_set(config: ml_collections.ConfigDict,
         mean_image=mean_image)
   else:  # Texts and labels only (a method that reads no image).
     image_stats = (np.zeros(0, np.float32), np.ones(0, np.float32))
-  device_data = sharding.put_replicated(
-      streaming.resident_arrays(train, image_stats,
-                                with_images=placement == 'device'), mesh)
+  arrays = streaming.resident_arrays(train, image_stats,
+                                     with_images=placement == 'device')
+  device_data = sharding.put_by_axes(arrays, resident_axes(arrays), mesh,
+                                     sharding.rules_from_config(config))
   return placement, image_stats, device_data
 
 
+def resident_axes(arrays: dict[str, Any]) -> dict[str, sharding.LogicalAxes]:
+  """The logical axes of the resident arrays: ('items',) for every per-item
+  [T, ...] field ('label', 'text', 'image', a dataset's extras), none for
+  the image statistics."""
+  return {name: () if name in streaming.IMAGE_STATS else (sharding.ITEMS,)
+          for name in arrays}
+
+
 def fresh_state(method: base.Method, seed: int, init_data: dict[str, Any],
-                mesh: jax.sharding.Mesh, *, pretrained: bool = True
+                mesh: jax.sharding.Mesh, *, pretrained: bool = True,
+                rules: sharding.Rules = sharding.LOGICAL_AXIS_RULES
                ) -> base.TrainState:
-  """`method.init`'s state (replicated); with `pretrained`, then the
-  method's `init_pretrained` (weights from files its config names, e.g. a
-  CNN-F trunk through models/registry.py)."""
-  state = jax.jit(method.init, out_shardings=sharding.replicated(mesh))(
-      jax.random.PRNGKey(seed), init_data)
+  """`method.init`'s state, placed by `state_sharding`; with `pretrained`,
+  then the method's `init_pretrained` (weights from files its config names,
+  e.g. a CNN-F trunk through models/registry.py)."""
+  rng = jax.random.PRNGKey(seed)
+  state = jax.jit(method.init, out_shardings=state_sharding(
+      method, rng, init_data, mesh, rules))(rng, init_data)
   if pretrained and hasattr(method, 'init_pretrained'):
     state = state.replace(params=sharding.put_replicated(
         method.init_pretrained(state.params), mesh))
   return state
+
+
+def state_sharding(method: base.Method, rng: jax.Array,
+                   init_data: dict[str, Any], mesh: jax.sharding.Mesh,
+                   rules: sharding.Rules) -> Any:
+  """The NamedShardings of `method.init(rng, init_data)`'s leaves: the
+  memories by the method's `memory_axes` and `rules`, the rest replicated
+  (`sharding.state_shardings`); computed from shapes alone."""
+  return sharding.state_shardings(
+      jax.eval_shape(method.init, rng, init_data),
+      getattr(method, 'memory_axes', {}), mesh, rules)
 
 
 def pass_order(rng: jax.Array, data: base.Batch, pass_index: jax.Array,
@@ -386,7 +412,8 @@ class Run:
       batches_per_unit: batches per unit of that position (a pass's, or 1).
     """
     state = fresh_state(self.method, self.config.seed, self.init_data(),
-                        self.mesh, pretrained=self.meta is None)
+                        self.mesh, pretrained=self.meta is None,
+                        rules=sharding.rules_from_config(self.config))
     if self.meta is None:
       return state, 0
     state, meta = self.checkpointer.restore(

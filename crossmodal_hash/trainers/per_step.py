@@ -106,15 +106,20 @@ def add_source_batch(batch: base.Batch, data: base.Batch,
 def make_device_step(method: base.Method, *, batch_size: int,
                      num_batches: int, mesh: jax.sharding.Mesh,
                      trace_guard: Callable[[Callable], Callable] | None = None,
-                     source: source_domain.SourceDomain | None = None):
+                     source: source_domain.SourceDomain | None = None,
+                     state_sharding: Any = None, data_sharding: Any = None):
   """jit(state, data, step_index) -> (state, metrics, finite), data resident.
 
   The batch of step s is gathered from `data` inside the call (its fields
   `base.batch_fields(method)`, and the source batch with a `source`, whose
   arrays `data` holds, `source_data`); `state` is donated; compiles once.
+  The state and `data` keep their placements (`state_sharding`,
+  `data_sharding`; None: replicated).
   """
   batch_spec = sharding.batch_sharded(mesh)
   replicated = sharding.replicated(mesh)
+  state_sharding, data_sharding = sharding.or_replicated(
+      mesh, state_sharding, data_sharding)
   fields = base.batch_fields(method)
 
   def step(state, data, step_index):
@@ -129,18 +134,24 @@ def make_device_step(method: base.Method, *, batch_size: int,
         (metrics, state.params, state.memory))
 
   return jax.jit(trace_guard(step) if trace_guard else step,
-                 in_shardings=replicated, out_shardings=replicated,
+                 in_shardings=(state_sharding, data_sharding, replicated),
+                 out_shardings=(state_sharding, replicated, replicated),
                  donate_argnums=0)
 
 
 def make_streamed_step(method: base.Method, mesh: jax.sharding.Mesh,
                        trace_guard: Callable[[Callable], Callable] | None = None,
-                       source: source_domain.SourceDomain | None = None):
+                       source: source_domain.SourceDomain | None = None,
+                       *, state_sharding: Any = None,
+                       data_sharding: Any = None):
   """jit(state, batch, data, step_index) -> (state, metrics, finite) for a
   batch read by the pipeline (`streaming.complete_batch` adds the resident
-  fields, `add_source_batch` the source's); `state` is donated."""
+  fields, `add_source_batch` the source's); `state` is donated; placements
+  as `make_device_step`'s."""
   batch_spec = sharding.batch_sharded(mesh)
   replicated = sharding.replicated(mesh)
+  state_sharding, data_sharding = sharding.or_replicated(
+      mesh, state_sharding, data_sharding)
   fields = base.batch_fields(method)
 
   def step(state, batch, data, step_index):
@@ -152,25 +163,31 @@ def make_streamed_step(method: base.Method, mesh: jax.sharding.Mesh,
         (metrics, state.params, state.memory))
 
   return jax.jit(trace_guard(step) if trace_guard else step,
-                 in_shardings=(replicated, batch_spec, replicated, replicated),
-                 out_shardings=replicated, donate_argnums=0)
+                 in_shardings=(state_sharding, batch_spec, data_sharding,
+                               replicated),
+                 out_shardings=(state_sharding, replicated, replicated),
+                 donate_argnums=0)
 
 
-def _device_steps(run: harness.Run, start: int, total: int):
+def _device_steps(run: harness.Run, start: int, total: int,
+                  state_sharding: Any):
   """Yields step(state) -> (state, metrics, finite) for steps start..total-1."""
+  data = {**run.device_data, **source_data(run.source)}
   fn = make_device_step(run.method, batch_size=run.config.train.batch_size,
                         num_batches=run.num_batches, mesh=run.mesh,
-                        source=run.source)
-  data = {**run.device_data, **source_data(run.source)}
+                        source=run.source, state_sharding=state_sharding,
+                        data_sharding=sharding.shardings_of(data))
   for s in range(start, total):
     yield s, lambda state, s=s: fn(state, data, jnp.int32(s))
 
 
 def _streamed_steps(run: harness.Run, start: int, total: int,
-                    state_rng: Callable[[], jax.Array]):
+                    state_rng: Callable[[], jax.Array], state_sharding: Any):
   """As `_device_steps`, reading each pass's batches through the pipeline."""
-  fn = make_streamed_step(run.method, run.mesh, source=run.source)
   data = {**run.device_data, **source_data(run.source)}
+  fn = make_streamed_step(run.method, run.mesh, source=run.source,
+                          state_sharding=state_sharding,
+                          data_sharding=sharding.shardings_of(data))
   passes = streaming.StreamedPasses(
       run.method, run.train, run.device_data, run.mesh,
       batch_size=run.config.train.batch_size,
@@ -216,10 +233,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       raise ValueError(f'{config.method}: num_steps={total} must be >= 1.')
     state, start = run.init_or_restore('step_index', batches_per_unit=1)
     holder = {'state': state}
+    state_sharding = sharding.shardings_of(state)
     if run.placement == 'device':
-      steps = _device_steps(run, start, total)
+      steps = _device_steps(run, start, total, state_sharding)
     else:
-      steps = _streamed_steps(run, start, total, lambda: holder['state'].rng)
+      steps = _streamed_steps(run, start, total, lambda: holder['state'].rng,
+                              state_sharding)
     state = _loop(run, holder, steps, start=start, total=total,
                   stop_after_steps=stop_after_steps)
   except BaseException:

@@ -6,7 +6,8 @@ demand, e.g. the DCMH release's HDF5 FLICKR-25K.mat) or too large for the
 devices, it streams them instead ('stream' placement, this module):
 
 * Only the all-item arrays the methods need stay on the devices: 'label'
-  [T, L] (all-item similarities), 'text' [T, V] and the image statistics;
+  [T, L] (all-item similarities), 'text' [T, V] (their rows split over the
+  mesh's `data` axis, `harness.resident_axes`) and the image statistics;
   never 'image'. The methods' updates and `begin` hooks read `data['label']`
   only (init reads the shapes of 'image' and 'text', given one zero image row).
 * Each pass reads its batches through the grain pipeline (`data.pipeline`
@@ -50,6 +51,8 @@ STATE_FORMAT = 'crossmodal_hash.pass_stream/1'
 ORDER = 'jax.random.permutation(fold_in(state.rng, pass_index), num_items)'
 # Fields read from the host per batch; the rest is gathered on the devices.
 HOST_FIELDS = ('image', 'index')
+# The resident arrays that are not per-item (`resident_arrays`).
+IMAGE_STATS = ('image_mean', 'image_inv_scale')
 
 
 def pass_permutation(rng: jax.Array, pass_index: jax.Array,
@@ -219,19 +222,24 @@ def host_fields(fields: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def make_step_fn(method: base.Method, network: str, mesh: jax.sharding.Mesh,
-                 trace_guard: Callable[[Callable], Callable] | None = None):
+                 trace_guard: Callable[[Callable], Callable] | None = None, *,
+                 state_sharding: Any = None, data_sharding: Any = None):
   """A jitted update of `network` on one streamed batch.
 
   Returns:
     step(state, batch, data, learning_rate) -> (state, metrics, finite), as
     `alternating.make_steps_fn`'s run with one batch: `batch` from the pass
-    loader (batch-sharded), `data` the resident arrays (replicated), `state`
-    donated; compiles once per network (`trace_guard` may check that).
+    loader (batch-sharded), `data` the resident arrays (placed by
+    `data_sharding`), `state` donated and kept on `state_sharding` (None:
+    replicated, both); compiles once per network (`trace_guard` may check
+    that).
   """
   update = method.updates[network]
   fields = base.batch_fields(method, network)
   batch_spec = sharding.batch_sharded(mesh)
   replicated = sharding.replicated(mesh)
+  state_sharding, data_sharding = sharding.or_replicated(
+      mesh, state_sharding, data_sharding)
 
   def step(state, batch, data, learning_rate):
     state, metrics = update(
@@ -242,8 +250,10 @@ def make_step_fn(method: base.Method, network: str, mesh: jax.sharding.Mesh,
     return state, metrics, finite
 
   return jax.jit(trace_guard(step) if trace_guard else step,
-                 in_shardings=(replicated, batch_spec, replicated, replicated),
-                 out_shardings=replicated, donate_argnums=0)
+                 in_shardings=(state_sharding, batch_spec, data_sharding,
+                               replicated),
+                 out_shardings=(state_sharding, replicated, replicated),
+                 donate_argnums=0)
 
 
 def stream_options(config: ml_collections.ConfigDict) -> pipeline.Options:
@@ -264,7 +274,8 @@ class StreamedPasses:
 
   Attributes:
     train: the training items (images may be lazy).
-    resident: the resident device arrays (`resident_arrays`, replicated).
+    resident: the resident device arrays (`resident_arrays`, placed by
+      `harness.resident_axes`).
     mesh: the mesh.
     batch_size: the global batch B.
     options: the pipeline's threads, workers and prefetching.
@@ -273,8 +284,9 @@ class StreamedPasses:
   def __init__(self, method: base.Method, train: types.MultiModalData,
                resident: dict[str, jax.Array], mesh: jax.sharding.Mesh, *,
                batch_size: int, options: pipeline.Options,
-               compile_steps: bool = True):
-    """Readers and (with `compile_steps`) one jitted step per update."""
+               compile_steps: bool = True, state_sharding: Any = None):
+    """Readers and (with `compile_steps`) one jitted step per update, whose
+    state stays on `state_sharding` (None: replicated)."""
     self.train = train
     self.resident = resident
     self.mesh = mesh
@@ -283,8 +295,11 @@ class StreamedPasses:
     self.num_batches = len(train) // batch_size
     self._fields = {n: base.batch_fields(method, n) for n in method.updates}
     self._all_fields = base.batch_fields(method)
-    self._steps = ({n: make_step_fn(method, n, mesh) for n in method.updates}
-                   if compile_steps else {})
+    self._steps = ({n: make_step_fn(method, n, mesh,
+                                    state_sharding=state_sharding,
+                                    data_sharding=sharding.shardings_of(
+                                        resident))
+                    for n in method.updates} if compile_steps else {})
     self._order = jax.jit(pass_permutation, static_argnums=2,
                           out_shardings=sharding.replicated(mesh))
 
