@@ -4,5 +4,6 @@ from crossmodal_hash.methods import dsmhn  # pylint: disable=unused-import  # Re
 from crossmodal_hash.methods import registry
 from crossmodal_hash.methods import scahn  # pylint: disable=unused-import  # Registers 'scahn'.
 from crossmodal_hash.methods import ssah  # pylint: disable=unused-import  # Registers 'ssah'.
+from crossmodal_hash.methods import ssal  # pylint: disable=unused-import  # Registers 'ssal'.
 
 METHODS = registry.METHODS
