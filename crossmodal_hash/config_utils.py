@@ -101,6 +101,9 @@ def add_run_defaults(config: ml_collections.ConfigDict, *,
                               5000, 10000)
   config.eval.ndcg_k = (10, 100, 1000)
   config.eval.radius_curve = True  # Precision/recall by Hamming radius.
+  # Real-valued outputs (config.evals of default_evals(real=True)): the
+  # final report adds the Hamming suite of their sign() codes.
+  config.eval.sign_codes = True
   config.eval.query_block = 128
   config.eval.db_block = 65536
   config.eval.num_threads = 0  # 0: min(4, CPU count).
@@ -113,14 +116,17 @@ def add_run_defaults(config: ml_collections.ConfigDict, *,
   return config
 
 
-def default_evals() -> ml_collections.ConfigDict:
+def default_evals(real: bool = False) -> ml_collections.ConfigDict:
   """`config.evals`: the evaluators of a run by name, each a `type` of
   trainers/evaluators.py (as big_vision's `config.evals`): mAP@all every
   `eval.every_passes` passes (`eval.every_steps` steps), the full report at
-  the end."""
+  the end; of cosine similarity with `real` (methods of real-valued
+  outputs)."""
   c = ml_collections.ConfigDict()
-  c.periodic = ml_collections.ConfigDict({'type': 'periodic_map'})
-  c.final = ml_collections.ConfigDict({'type': 'final_report'})
+  prefix = 'periodic_cosine' if real else 'periodic'
+  c.periodic = ml_collections.ConfigDict({'type': f'{prefix}_map'})
+  c.final = ml_collections.ConfigDict(
+      {'type': 'final_cosine_report' if real else 'final_report'})
   return c
 
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
+from crossmodal_hash.evaluation import cosine
 from crossmodal_hash.evaluation import precision_sums
 from crossmodal_hash.evaluation import ranking
 from crossmodal_hash.evaluation import summary
@@ -307,11 +308,14 @@ def test_cosine_ranking_matches_brute_force_with_ties():
   de = rng.integers(-1, 2, (60, 3)).astype(np.float32)
   qe[0] = 0  # a zero query: similarity 0 to every item (one big tie)
   ql, dl = _labels(rng, 6, 4, 'multi', 0.4), _labels(rng, 60, 4, 'multi', 0.4)
-  qm = ranking.cosine_query_metrics(qe, de, ql, dl, _ALL)
+  qm = cosine.cosine_query_metrics(qe, de, ql, dl, _ALL)
   assert qm.ball_size is None
-  norm = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True),
-                                  1e-300)
-  sims = norm(qe.astype(np.float64)) @ norm(de.astype(np.float64)).T
+  # Exact integer dot products over the norms: equal similarities are
+  # exactly equal (normalising first would round true ties apart).
+  inv = lambda x: 1 / np.maximum(np.linalg.norm(x, axis=1), 1e-300)
+  sims = ((qe.astype(np.float64) @ de.astype(np.float64).T) *
+          inv(qe.astype(np.float64))[:, None] *
+          inv(de.astype(np.float64))[None, :])
   rows = []
   for i in range(6):
     shared = [int(np.sum((ql[i] != 0) & (dl[j] != 0))) for j in range(60)]
@@ -382,8 +386,8 @@ def test_inputs_are_checked():
   with pytest.raises(ValueError, match='Label counts'):
     ranking.hamming_query_metrics(qc, dc, ql[:, :2], dl)
   with pytest.raises(ValueError, match='NaN'):
-    ranking.cosine_query_metrics(np.full((3, 2), np.nan), np.ones((10, 2)),
-                                 ql, dl)
+    cosine.cosine_query_metrics(np.full((3, 2), np.nan), np.ones((10, 2)),
+                                ql, dl)
 
 
 # ---------------------------------------------------------------------------

@@ -21,7 +21,8 @@ def test_the_default_evals_are_periodic_map_and_the_final_report():
 def test_an_unknown_type_names_the_section():
   config = ml_collections.ConfigDict({'evals': {'val': {'type': 'recall'}}})
   with pytest.raises(ValueError, match=r"config.evals.val.type='recall' is "
-                     r"not one of \['final_report', 'periodic_map'\]"):
+                     r"not one of \['final_cosine_report', 'final_report', "
+                     r"'periodic_cosine_map', 'periodic_map'\]"):
     evaluators.from_config(config)
 
 

@@ -100,7 +100,10 @@ def exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
   return out
 
 
-def tie_aware_precision_sum(n: np.ndarray, r: np.ndarray) -> np.ndarray:
+def tie_aware_precision_sum(n: np.ndarray, r: np.ndarray, *,
+                            before: np.ndarray | None = None,
+                            hits_before: np.ndarray | None = None
+                           ) -> np.ndarray:
   """Expected sum over relevant items of precision at their rank.
 
   Within group v (n items, r relevant, C items and H relevant ranked before),
@@ -118,24 +121,29 @@ def tie_aware_precision_sum(n: np.ndarray, r: np.ndarray) -> np.ndarray:
   Args:
     n: [B, V] int, items per distance.
     r: [B, V] int, relevant items per distance (r <= n).
+    before: [B, V] int, C: items ranked before each group; default the
+      groups before it (`exclusive_cumsum(n)`). A ranking seen in pieces
+      (`cosine.py`) passes the groups of one piece with their offsets.
+    hits_before: [B, V] int, H likewise (default `exclusive_cumsum(r)`).
 
   Returns:
     [B] float64 (0 for a query with no relevant item).
   """
   n = np.asarray(n, dtype=np.int64)
   r = np.asarray(r, dtype=np.int64)
-  before = exclusive_cumsum(n)
-  hits_before = exclusive_cumsum(r)
+  before = exclusive_cumsum(n) if before is None else before
+  hits_before = exclusive_cumsum(r) if hits_before is None else hits_before
   with np.errstate(divide='ignore', invalid='ignore'):
     b = np.where(n > 1, (r - 1) / np.maximum(n - 1, 1), 0.0)
     a = hits_before + 1 - b
-    harmonic = harmonic_differences(before, n, int(n.sum(axis=1).max()))
+    harmonic = harmonic_differences(before, n, int((before + n).max()))
     group = (r / np.maximum(n, 1)) * (n * b + (a - b * before) * harmonic)
   return np.where(r > 0, group, 0.0).sum(axis=1)
 
 
 def expected_hits_at(n: np.ndarray, r: np.ndarray,
-                     cutoffs: np.ndarray) -> np.ndarray:
+                     cutoffs: np.ndarray, *,
+                     before: np.ndarray | None = None) -> np.ndarray:
   """Expected number of relevant items among the first N, for each cutoff N.
 
   Group v contributes r[v] times the share of its n[v] positions that fall in
@@ -145,12 +153,14 @@ def expected_hits_at(n: np.ndarray, r: np.ndarray,
     n: [B, V] int, items per distance.
     r: [B, V] int, relevant items per distance.
     cutoffs: [P] int, the N values.
+    before: [B, V] int, C; default `exclusive_cumsum(n)` (as in
+      `tie_aware_precision_sum`).
 
   Returns:
     [B, P] float64.
   """
   n = np.asarray(n, dtype=np.int64)
-  before = exclusive_cumsum(n)[:, :, None]  # [B, V, 1]
+  before = (exclusive_cumsum(n) if before is None else before)[:, :, None]
   cutoffs = np.asarray(cutoffs, dtype=np.int64)[None, None, :]
   inside = np.clip(cutoffs - before, 0, n[:, :, None])  # [B, V, P]
   share = inside / np.maximum(n, 1)[:, :, None]
@@ -158,7 +168,8 @@ def expected_hits_at(n: np.ndarray, r: np.ndarray,
 
 
 def expected_dcg_at(n: np.ndarray, gains: np.ndarray,
-                    cutoffs: np.ndarray) -> np.ndarray:
+                    cutoffs: np.ndarray, *,
+                    before: np.ndarray | None = None) -> np.ndarray:
   """Expected DCG@K of a ranking with ties (tie-aware DCG).
 
   An item of group v sits at each of the positions C[v]+1..C[v]+n[v] with
@@ -169,6 +180,7 @@ def expected_dcg_at(n: np.ndarray, gains: np.ndarray,
     n: [B, V] int, items per distance.
     gains: [B, V] float, summed gains of the items per distance.
     cutoffs: [P] int, the K values.
+    before: [B, V] int, C; default `exclusive_cumsum(n)`.
 
   Returns:
     [B, P] float64.
@@ -176,7 +188,7 @@ def expected_dcg_at(n: np.ndarray, gains: np.ndarray,
   n = np.asarray(n, dtype=np.int64)
   cutoffs = np.asarray(cutoffs, dtype=np.int64)
   table = discount_cumsum(int(cutoffs.max()))
-  before = exclusive_cumsum(n)[:, :, None]
+  before = (exclusive_cumsum(n) if before is None else before)[:, :, None]
   k = cutoffs[None, None, :]
   start = np.minimum(before, k)
   stop = np.minimum(before + n[:, :, None], k)

@@ -34,6 +34,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from crossmodal_hash.evaluation import cosine
 from crossmodal_hash.evaluation import ranking
 from crossmodal_hash.evaluation import summary
 from crossmodal_hash.retrieval import packing
@@ -229,7 +230,9 @@ def evaluate_cosine(query_emb: np.ndarray, db_emb: np.ndarray,
   """Every metric of one direction of cosine ranking of real embeddings.
 
   As `evaluate_hamming` without the radius curve; ties are exactly equal
-  cosine similarities.
+  cosine similarities. Streamed over the database in blocks of
+  `options.cosine_block` items (`cosine.py`): memory O(query block x
+  cosine_block) for any N.
 
   Args:
     query_emb: [Q, D] real.
@@ -239,8 +242,8 @@ def evaluate_cosine(query_emb: np.ndarray, db_emb: np.ndarray,
     options: what to compute; defaults to `EvalOptions()`.
   """
   options = options or ranking.EvalOptions()
-  qm = ranking.cosine_query_metrics(query_emb, db_emb, query_labels,
-                                    db_labels, options)
+  qm = cosine.cosine_query_metrics(query_emb, db_emb, query_labels,
+                                   db_labels, options)
   return summary.summarize(qm, options.empty)
 
 

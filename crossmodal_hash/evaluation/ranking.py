@@ -1,9 +1,10 @@
 """Streaming engine for exact ranking metrics: per-query values, no full sort.
 
 The database is ranked for each query by an integer distance with V possible
-values: the Hamming distance 0..K of bit-packed codes, or for real-valued
-embeddings the dense rank of the cosine similarity (equal similarities share a
-value). Equal distances are *ties*; two policies are computed:
+values: the Hamming distance 0..K of bit-packed codes. (Real-valued
+embeddings ranked by cosine similarity, whose values are not a few integers,
+are streamed by `cosine.py`, which reuses this module's accumulators and
+`evaluate_problem`.) Equal distances are *ties*; two policies are computed:
 
 * ``'index'`` (the default): ties are ranked in database-index order, so every
   ranking is deterministic. Its metrics need each item's exact rank, which a
@@ -73,7 +74,7 @@ _PACK_ROWS = 1 << 16
 _SORT_ROWS = 16
 # mAP@all alone in index order is summed by `precision_sums` (no sort) when
 # numba is there and distances take at most this many values (its counters
-# are [4, V] per query: Hamming codes, not the cosine ranks' V ~ N).
+# are [4, V] per query).
 _COUNTING_VALUES = 4096
 
 
@@ -93,6 +94,8 @@ class EvalOptions:
     radius_curve: whether to compute precision/recall by Hamming radius.
     query_block: queries ranked together (memory ~ query_block * db_block).
     db_block: database items per block; a larger database is streamed.
+    cosine_block: (cosine ranking, `cosine.py`) database items per block and
+      ranked items per chunk: memory ~ query_block * cosine_block.
     num_threads: threads over query blocks; 0 means min(4, cpu count).
   Cutoffs larger than the database are dropped at evaluation time.
   """
@@ -105,6 +108,7 @@ class EvalOptions:
   radius_curve: bool = True
   query_block: int = 128
   db_block: int = 65536
+  cosine_block: int = 8192
   num_threads: int = 0
 
   def __post_init__(self):
@@ -120,9 +124,10 @@ class EvalOptions:
       values = getattr(self, name)
       if any(int(v) < 1 for v in values):
         raise ValueError(f'{name} values must be >= 1; got {values!r}.')
-    if self.query_block < 1 or self.db_block < 1:
-      raise ValueError('query_block and db_block must be >= 1; got '
-                       f'{self.query_block}, {self.db_block}.')
+    if min(self.query_block, self.db_block, self.cosine_block) < 1:
+      raise ValueError('query_block, db_block and cosine_block must be >= 1; '
+                       f'got {self.query_block}, {self.db_block}, '
+                       f'{self.cosine_block}.')
     if self.num_threads < 0:
       raise ValueError(f'num_threads must be >= 0; got {self.num_threads}.')
 
@@ -221,7 +226,7 @@ def align_labels(query_labels: np.ndarray, db_labels: np.ndarray
   return ql, dl
 
 
-def _check_sizes(num_q: int, num_ql: int, num_db: int, num_dl: int) -> None:
+def check_sizes(num_q: int, num_ql: int, num_db: int, num_dl: int) -> None:
   if num_q != num_ql:
     raise ValueError(f'{num_q} query codes but {num_ql} query labels.')
   if num_db != num_dl:
@@ -362,7 +367,7 @@ def hamming_problem(query_codes: np.ndarray, db_codes: np.ndarray,
     raise ValueError(f'Code lengths differ: query K={qc.shape[1]}, database '
                      f'K={dc.shape[1]}.')
   ql, dl = align_labels(query_labels, db_labels)
-  _check_sizes(len(qc), len(ql), len(dc), len(dl))
+  check_sizes(len(qc), len(ql), len(dc), len(dl))
   bits = qc.shape[1]
   q, d = pack(qc), pack(dc)
   qlp, qn = _pack_labels(ql)
@@ -407,69 +412,6 @@ def hamming_problem(query_codes: np.ndarray, db_codes: np.ndarray,
     return np.asarray(dist)[:b, :t], np.asarray(key)[:b, :t]
 
   return _Problem(len(qc), num_db, bits + 1, shift, graded, blocks, block_fn)
-
-
-def _check_embeddings(x: np.ndarray, name: str) -> np.ndarray:
-  x = np.asarray(x)
-  if x.ndim != 2 or x.shape[1] < 1:
-    raise ValueError(f'{name} must be [M, D]; got shape {x.shape}.')
-  if not (np.issubdtype(x.dtype, np.floating) or
-          np.issubdtype(x.dtype, np.integer)) or x.dtype == np.bool_:
-    raise ValueError(f'{name} must be real-valued; got dtype {x.dtype}.')
-  x = x.astype(np.float64)
-  if not np.all(np.isfinite(x)):
-    raise ValueError(f'{name} has NaN or Inf entries.')
-  return x
-
-
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-  """Rows scaled to unit L2 norm (a zero row stays zero: cosine 0 to all)."""
-  norms = np.linalg.norm(x, axis=1, keepdims=True)
-  return x / np.where(norms > 0, norms, 1.0)
-
-
-def cosine_problem(query_emb: np.ndarray, db_emb: np.ndarray,
-                   query_labels: np.ndarray, db_labels: np.ndarray, *,
-                   graded: bool) -> _Problem:
-  """A ranking by decreasing cosine similarity of real-valued embeddings.
-
-  Similarities are float64 dot products of L2-normalised rows; items with
-  exactly equal similarity are tied. The distance of an item is the dense
-  rank of its similarity (0 for the most similar value), so the whole
-  database is one block (memory O(query block * N)).
-  """
-  qe = normalize_rows(_check_embeddings(query_emb, 'query_emb'))
-  de = normalize_rows(_check_embeddings(db_emb, 'db_emb'))
-  if qe.shape[1] != de.shape[1]:
-    raise ValueError(f'Embedding sizes differ: {qe.shape[1]} and '
-                     f'{de.shape[1]}.')
-  ql, dl = align_labels(query_labels, db_labels)
-  _check_sizes(len(qe), len(ql), len(de), len(dl))
-  qlp, qn = _pack_labels(ql)
-  dlp, dn = _pack_labels(dl)
-  max_shared = int(min(qn.max(), dn.max()))
-  shift = _shift_for(graded, max_shared)
-  num_db = len(de)
-  dist_dtype = _uint_dtype(num_db - 1)
-  key_dtype = _uint_dtype((num_db << shift) - 1)
-
-  def block_fn(qs: slice, ds: slice):
-    scores = qe[qs] @ de[ds].T  # [B, N] float64
-    order = np.argsort(-scores, axis=1, kind='stable')
-    ranked = np.take_along_axis(scores, order, axis=1)
-    new_value = np.ones(ranked.shape, dtype=bool)
-    new_value[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
-    dense = (np.cumsum(new_value, axis=1) - 1).astype(dist_dtype)
-    dist = np.empty_like(dense)
-    np.put_along_axis(dist, order, dense, axis=1)
-    s = np.asarray(_label_kernel(qlp[qs], dlp[ds], qn[qs], dn[ds],
-                                 graded=graded))
-    key = (dist.astype(key_dtype) << key_dtype.type(shift)) | s.astype(
-        key_dtype)
-    return dist, key
-
-  return _Problem(len(qe), num_db, num_db, shift, graded, (slice(0, num_db),),
-                  block_fn)
 
 
 # ---------------------------------------------------------------------------
@@ -652,6 +594,23 @@ def _index_rows(dist: np.ndarray, key: np.ndarray, offsets, plan: _Plan,
     sums['num_relevant'] += total_rel
 
 
+def add_index_sums(dist: np.ndarray, key: np.ndarray, offsets, plan: _Plan,
+                   shift: int, total_rel: np.ndarray | None,
+                   sums: dict[str, np.ndarray],
+                   gain_table: np.ndarray | None) -> None:
+  """`_index_rows` of a [B, T] block, `_SORT_ROWS` queries at a time (their
+  temporaries stay in cache); the arguments are `_index_rows`'s for all B
+  queries."""
+  b = len(dist)
+  for start in range(0, b, _SORT_ROWS):
+    rows = slice(start, min(start + _SORT_ROWS, b))
+    _index_rows(dist[rows], key[rows],
+                None if offsets is None else tuple(o[rows] for o in offsets),
+                plan, shift, None if total_rel is None else total_rel[rows],
+                {name: value[rows] for name, value in sums.items()},
+                None if gain_table is None else gain_table[rows])
+
+
 def _index_pass(problem: _Problem, plan: _Plan, qs: slice,
                 block_counts: list[np.ndarray] | None,
                 totals: np.ndarray | None, cache,
@@ -713,14 +672,8 @@ def _index_pass(problem: _Problem, plan: _Plan, qs: slice,
           dist, key, (1 << problem.shift) - 1, num_values, single, rank_base,
           hit_base, plan.inverse_rank, sums['ap'], block_relevant)
       continue
-    for start in range(0, b, _SORT_ROWS):
-      rows = slice(start, min(start + _SORT_ROWS, b))
-      row_sums = {name: value[rows] for name, value in sums.items()}
-      _index_rows(dist[rows], key[rows],
-                  None if single else tuple(o[rows] for o in offsets), plan,
-                  problem.shift,
-                  None if single else sums['num_relevant'][rows], row_sums,
-                  None if gain_table is None else gain_table[rows])
+    add_index_sums(dist, key, offsets, plan, problem.shift,
+                   None if single else sums['num_relevant'], sums, gain_table)
   return sums
 
 
@@ -728,6 +681,45 @@ def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
   """num / den where den > 0, else 0 (never NaN)."""
   den = np.asarray(den, dtype=np.float64)
   return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+
+
+def store_metrics(out: QueryMetrics, qs: slice, plan: _Plan,
+                  num_relevant: np.ndarray,
+                  sums: dict[str, np.ndarray] | None,
+                  tie_sums: dict[str, np.ndarray] | None,
+                  ideal: np.ndarray | None) -> None:
+  """Writes the metrics of the queries `qs` into `out` from their sums.
+
+  Args:
+    out: the per-query metrics being filled.
+    qs: the B queries.
+    plan: what is computed.
+    num_relevant: [B] int64, relevant items of each query.
+    sums: (index order) `_index_pass`'s sums, or None without that policy.
+    tie_sums: (tie-aware) {'ap': [B] AP numerators, 'hits_at': [B, P]
+      expected hits in the top N, 'dcg': [B, len(ndcg_k)] expected DCG}, or
+      None without that policy.
+    ideal: [B, len(ndcg_k)] ideal DCG, or None without NDCG.
+  """
+  out.num_relevant[qs] = num_relevant
+  k_arr = np.asarray(plan.top_k, dtype=np.float64)
+  n_arr = np.asarray(plan.precision_at, dtype=np.float64)
+  if plan.index:
+    out.ap['index'][qs] = _safe_divide(sums['ap'], num_relevant)
+    out.ap_at_k_truncated[qs] = _safe_divide(sums['trunc_num'],
+                                             sums['trunc_den'])
+    out.ap_at_k_dcmh[qs] = _safe_divide(
+        sums['dcmh_num'], np.minimum(k_arr[None, :], num_relevant[:, None]))
+    out.precision_at_n['index'][qs] = sums['hits_at'] / n_arr[None, :]
+    if plan.ndcg_k:
+      out.ndcg_at_k['index'][qs] = _safe_divide(sums['dcg'], ideal)
+  if plan.tie_aware:
+    out.ap['tie_aware'][qs] = _safe_divide(tie_sums['ap'], num_relevant)
+    if plan.precision_at:
+      out.precision_at_n['tie_aware'][qs] = (tie_sums['hits_at'] /
+                                             n_arr[None, :])
+    if plan.ndcg_k:
+      out.ndcg_at_k['tie_aware'][qs] = _safe_divide(tie_sums['dcg'], ideal)
 
 
 def _query_block(problem: _Problem, plan: _Plan, qs: slice,
@@ -746,7 +738,7 @@ def _query_block(problem: _Problem, plan: _Plan, qs: slice,
       block_counts.append(_row_histograms(key, bins))
     totals = sum(block_counts).reshape(qs.stop - qs.start, problem.num_values,
                                        -1)
-  num_relevant = None
+  num_relevant = sums = None
   gain_table = None
   if plan.ndcg_k:
     # Per-query gains scaled so that 2^s - 1 never overflows (s >= 1024).
@@ -759,40 +751,40 @@ def _query_block(problem: _Problem, plan: _Plan, qs: slice,
     n = totals.sum(axis=2)
     rel = n - totals[:, :, 0]
     num_relevant = rel.sum(axis=1)
-  out.num_relevant[qs] = num_relevant
-  k_arr = np.asarray(plan.top_k, dtype=np.float64)
-  n_arr = np.asarray(plan.precision_at, dtype=np.float64)
-  if plan.ndcg_k:
-    ideal = closed_forms.ideal_dcg_at(totals.sum(axis=1), gain_table,
-                                      np.asarray(plan.ndcg_k))
-  if plan.index:
-    out.ap['index'][qs] = _safe_divide(sums['ap'], num_relevant)
-    out.ap_at_k_truncated[qs] = _safe_divide(sums['trunc_num'],
-                                             sums['trunc_den'])
-    out.ap_at_k_dcmh[qs] = _safe_divide(
-        sums['dcmh_num'], np.minimum(k_arr[None, :], num_relevant[:, None]))
-    out.precision_at_n['index'][qs] = sums['hits_at'] / n_arr[None, :]
-    if plan.ndcg_k:
-      out.ndcg_at_k['index'][qs] = _safe_divide(sums['dcg'], ideal)
+  ideal = (closed_forms.ideal_dcg_at(totals.sum(axis=1), gain_table,
+                                     np.asarray(plan.ndcg_k))
+           if plan.ndcg_k else None)
+  tie_sums = None
   if plan.tie_aware:
-    out.ap['tie_aware'][qs] = _safe_divide(
-        closed_forms.tie_aware_precision_sum(n, rel), num_relevant)
+    tie_sums = {'ap': closed_forms.tie_aware_precision_sum(n, rel)}
     if plan.precision_at:
-      out.precision_at_n['tie_aware'][qs] = closed_forms.expected_hits_at(
-          n, rel, np.asarray(plan.precision_at)) / n_arr[None, :]
+      tie_sums['hits_at'] = closed_forms.expected_hits_at(
+          n, rel, np.asarray(plan.precision_at))
     if plan.ndcg_k:
       gains = np.einsum('bvs,bs->bv', totals, gain_table)
-      out.ndcg_at_k['tie_aware'][qs] = _safe_divide(
-          closed_forms.expected_dcg_at(n, gains, np.asarray(plan.ndcg_k)),
-          ideal)
+      tie_sums['dcg'] = closed_forms.expected_dcg_at(n, gains,
+                                                     np.asarray(plan.ndcg_k))
+  store_metrics(out, qs, plan, num_relevant, sums, tie_sums, ideal)
   if plan.radius:
     out.ball_size[qs] = np.cumsum(n, axis=1)
     out.ball_relevant[qs] = np.cumsum(rel, axis=1)
 
 
 def evaluate_problem(problem: _Problem, options: EvalOptions, *,
-                     radius_curve: bool) -> QueryMetrics:
-  """Per-query metrics of a ranking problem (see `QueryMetrics`)."""
+                     radius_curve: bool,
+                     block_metrics: Callable[..., None] | None = None,
+                     max_query_rows: int = _MAX_QUERY_ROWS) -> QueryMetrics:
+  """Per-query metrics of a ranking problem (see `QueryMetrics`).
+
+  Args:
+    problem: the ranking problem.
+    options: what to compute.
+    radius_curve: whether to count the balls of each distance.
+    block_metrics: fn(problem, plan, qs, out) computing the metrics of the
+      queries `qs` into `out`; default `_query_block` (integer distances;
+      `cosine.py` passes its streamed ranking).
+    max_query_rows: the most queries of one block.
+  """
   num_q, num_db = problem.num_queries, problem.num_db
   top_k = _cutoffs(options.top_k, num_db)
   precision_at = _cutoffs(options.precision_at, num_db)
@@ -804,7 +796,7 @@ def evaluate_problem(problem: _Problem, options: EvalOptions, *,
                  (index and not single))
   num_shared = 1 << problem.shift
   width = max(num_shared, len(precision_at), len(ndcg_k), 1)
-  query_block = max(1, min(options.query_block, _MAX_QUERY_ROWS,
+  query_block = max(1, min(options.query_block, max_query_rows,
                            _MAX_BLOCK_ENTRIES // (problem.num_values * width)))
   longest = max(s.stop - s.start for s in problem.db_blocks)
   plan = _Plan(
@@ -834,12 +826,13 @@ def evaluate_problem(problem: _Problem, options: EvalOptions, *,
   blocks = [slice(s, min(s + query_block, num_q))
             for s in range(0, num_q, query_block)]
   threads = options.num_threads or min(4, os.cpu_count() or 1)
+  block_metrics = block_metrics or _query_block
   if threads == 1 or len(blocks) == 1:
     for qs in blocks:
-      _query_block(problem, plan, qs, out)
+      block_metrics(problem, plan, qs, out)
   else:
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-      for future in [pool.submit(_query_block, problem, plan, qs, out)
+      for future in [pool.submit(block_metrics, problem, plan, qs, out)
                      for qs in blocks]:
         future.result()
   return out
@@ -868,26 +861,3 @@ def hamming_query_metrics(query_codes: np.ndarray, db_codes: np.ndarray,
                                                  len(np.asarray(db_codes)))),
                             db_block=options.db_block)
   return evaluate_problem(problem, options, radius_curve=options.radius_curve)
-
-
-def cosine_query_metrics(query_emb: np.ndarray, db_emb: np.ndarray,
-                         query_labels: np.ndarray, db_labels: np.ndarray,
-                         options: EvalOptions | None = None) -> QueryMetrics:
-  """Per-query metrics of cosine-similarity ranking of real-valued embeddings.
-
-  Same metrics and tie policies as `hamming_query_metrics` (ties: exactly
-  equal similarities), without the radius curve. The database is not
-  streamed: memory is O(query_block * N).
-
-  Args:
-    query_emb: [Q, D] real.
-    db_emb: [N, D] real.
-    query_labels: [Q, L] multi-hot or [Q] class ids.
-    db_labels: [N, L] multi-hot or [N] class ids.
-    options: what to compute; defaults to `EvalOptions()`.
-  """
-  options = options or EvalOptions()
-  problem = cosine_problem(query_emb, db_emb, query_labels, db_labels,
-                           graded=bool(_cutoffs(options.ndcg_k,
-                                                len(np.asarray(db_emb)))))
-  return evaluate_problem(problem, options, radius_curve=False)

@@ -132,8 +132,10 @@ def format_evaluation_table(results: Mapping[str, Any]) -> str:
             format_map_table(results['map'], directions)]
   for name, s in sets.items():
     parts.append('')
+    size = (f"{s['bits']}-d real embeddings, cosine"
+            if s.get('similarity') == 'cosine' else f"{s['bits']} bits")
     parts.append(f"{name}: {s['num_queries']} queries x {s['num_database']} "
-                 f"items, {s['bits']} bits ({s['seconds']:.2f} s)")
+                 f"items, {size} ({s['seconds']:.2f} s)")
     parts.append(format_map_table(dict(_metric_rows(s['directions'])),
                                   directions, name_header='metric'))
     if s.get('code_stats'):
@@ -184,6 +186,30 @@ def save_codes(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
         raise ValueError(f'{name} must contain only -1 and +1 (names '
                          "containing 'label' are stored unchanged).")
       array = array.astype(np.int8)
+    converted[name] = array
+  file_io.save_npz(path, compressed=True, **converted)
+
+
+def save_embeddings(path: str | os.PathLike[str], **arrays: np.ndarray
+                   ) -> None:
+  """Saves real-valued embeddings and labels like `save_codes`, atomically.
+
+  The keys and layout are those of a codes file (image_query [Q, D], ...,
+  query_labels, retrieval_labels); embeddings are stored as float32.
+
+  Args:
+    path: the destination, used verbatim.
+    **arrays: embeddings ([M, D], finite reals) and labels (names containing
+      'label', stored unchanged).
+  """
+  converted = {}
+  for name, array in arrays.items():
+    array = np.asarray(array)
+    if 'label' not in name:
+      if array.ndim != 2 or not np.all(np.isfinite(array)):
+        raise ValueError(f'{name} must be [M, D] finite real embeddings; got '
+                         f'shape {array.shape}.')
+      array = array.astype(np.float32)
     converted[name] = array
   file_io.save_npz(path, compressed=True, **converted)
 

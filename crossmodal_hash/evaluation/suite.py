@@ -32,6 +32,7 @@ PRECISION_PLOT_NAME = 'precision_at_n.png'
 MAP_PLOT_NAME = 'map.png'
 
 _TUPLE_FIELDS = ('ties', 'top_k', 'precision_at', 'ndcg_k')
+SIMILARITIES = ('hamming', 'cosine')
 
 
 def options_from_config(config: Any) -> ranking.EvalOptions:
@@ -69,23 +70,32 @@ def available_directions(codes: Mapping[str, np.ndarray]) -> tuple[str, ...]:
 def evaluate_set(codes: Mapping[str, np.ndarray], query_labels: np.ndarray,
                  db_labels: np.ndarray, *,
                  options: ranking.EvalOptions | None = None,
-                 directions: Sequence[str] | None = None) -> dict[str, Any]:
+                 directions: Sequence[str] | None = None,
+                 similarity: str = 'hamming') -> dict[str, Any]:
   """Every metric of every direction of one code set.
 
   Args:
     codes: 'image_query' / 'text_query' [Q, K] and 'image_db' / 'text_db'
-      [N, K] in {-1, +1} (see `metrics.DIRECTION_PAIRS`).
+      [N, K] (see `metrics.DIRECTION_PAIRS`): in {-1, +1} for 'hamming';
+      real-valued embeddings (K = D) for 'cosine'.
     query_labels: [Q, L] multi-hot or [Q] class ids.
     db_labels: [N, L] multi-hot or [N] class ids.
     options: what to compute; defaults to `EvalOptions()`.
     directions: the directions to evaluate; None means every direction whose
       codes are present.
+    similarity: 'hamming' (`metrics.evaluate_hamming`) or 'cosine'
+      (`metrics.evaluate_cosine`: streamed over the database, no radius
+      curve, no code statistics).
 
   Returns:
-    {'bits': K, 'num_queries': Q, 'num_database': N, 'seconds': float,
+    {'similarity', 'bits': K (the embedding size D for 'cosine'),
+     'num_queries': Q, 'num_database': N, 'seconds': float,
      'directions': {direction: `summary.summarize` dict}, 'code_stats':
-     {array name: `code_stats.describe` dict}}.
+     {array name: `code_stats.describe` dict} ('hamming' only)}.
   """
+  if similarity not in SIMILARITIES:
+    raise ValueError(f'similarity must be one of {SIMILARITIES}; got '
+                     f'{similarity!r}.')
   options = options or ranking.EvalOptions()
   directions = (available_directions(codes) if directions is None else
                 tuple(directions))
@@ -98,13 +108,18 @@ def evaluate_set(codes: Mapping[str, np.ndarray], query_labels: np.ndarray,
   for direction in directions:
     query, db = metrics.direction_codes(codes, direction)
     bits = np.shape(query)[-1]
-    results[direction] = metrics.evaluate_hamming(query, db, query_labels,
-                                                  db_labels, options)
+    evaluate = (metrics.evaluate_cosine if similarity == 'cosine' else
+                metrics.evaluate_hamming)
+    results[direction] = evaluate(query, db, query_labels, db_labels,
+                                  options)
   first = results[directions[0]]
-  return {'bits': int(bits), 'num_queries': first['num_queries'],
-          'num_database': first['num_database'],
-          'seconds': time.perf_counter() - tic, 'directions': results,
-          'code_stats': code_stats.describe_set(codes)}
+  out = {'similarity': similarity, 'bits': int(bits),
+         'num_queries': first['num_queries'],
+         'num_database': first['num_database'],
+         'seconds': time.perf_counter() - tic, 'directions': results}
+  if similarity == 'hamming':
+    out['code_stats'] = code_stats.describe_set(codes)
+  return out
 
 
 def assemble(sets: Mapping[str, Mapping[str, Any]],
@@ -186,7 +201,8 @@ def evaluate_codes(code_sets: Mapping[str, Mapping[str, np.ndarray]],
                    directions: Sequence[str] | None = None,
                    out_dir: str | os.PathLike[str] | None = None,
                    plots: bool = True,
-                   metadata: Mapping[str, Any] | None = None
+                   metadata: Mapping[str, Any] | None = None,
+                   similarities: Mapping[str, str] | None = None
                   ) -> dict[str, Any]:
   """Evaluates named code sets on shared labels; writes the report and plots.
 
@@ -210,6 +226,10 @@ def evaluate_codes(code_sets: Mapping[str, Mapping[str, np.ndarray]],
       nothing.
     plots: whether to draw the PNG curves into `out_dir`.
     metadata: extra JSON-able entries for the report (e.g. {'step': 1200}).
+    similarities: {set name: 'hamming' or 'cosine'} (`evaluate_set`); sets
+      not named are ±1 codes ranked by Hamming distance. Real-valued
+      embeddings and the Hamming codes of other methods (or their sign()
+      codes) thus share one table.
 
   Returns:
     `assemble`'s dict: 'map' {name: {direction: mAP@all}}, 'sets' with every
@@ -217,8 +237,10 @@ def evaluate_codes(code_sets: Mapping[str, Mapping[str, np.ndarray]],
     'files', the paths written.
   """
   options = options or ranking.EvalOptions()
+  similarities = similarities or {}
   sets = {name: evaluate_set(codes, query_labels, db_labels, options=options,
-                             directions=directions)
+                             directions=directions,
+                             similarity=similarities.get(name, 'hamming'))
           for name, codes in code_sets.items()}
   results = assemble(sets, options, metadata)
   results['files'] = ([] if out_dir is None else

@@ -96,7 +96,7 @@ def summarize(qm: ranking.QueryMetrics, empty: str = 'zero'
 
   Args:
     qm: per-query metrics from `ranking.hamming_query_metrics` or
-      `ranking.cosine_query_metrics`.
+      `cosine.cosine_query_metrics`.
     empty: 'zero' or 'skip' (see the module docstring).
 
   Returns:

@@ -20,6 +20,16 @@ evaluating during training cannot change what training computes.
                         `python -m crossmodal_hash.evaluate --codes`)
     random_codes.npz    the random baseline's codes, likewise
     map.json            the headline mAP@all table of both code sets
+
+A method whose `outputs` are 'real' (`methods/base.py`) is encoded to float32
+embeddings and ranked by cosine similarity (`evaluation/cosine.py`, streamed
+over the database), with the same metrics but the radius curve. Its final
+report also holds, with `config.eval.sign_codes`, the Hamming suite of the
+sign() codes of the same embeddings, so that one table compares it with the
+hashing methods; it writes
+    embeddings.npz      the float32 embeddings and labels, with the keys and
+                        layout of codes.npz
+    codes.npz           the sign() codes (with `config.eval.sign_codes`)
 """
 from __future__ import annotations
 
@@ -45,15 +55,37 @@ EVAL_DIR = 'eval'
 MAP_NAME = 'map.json'
 CODES_NAME = 'codes.npz'
 RANDOM_CODES_NAME = 'random_codes.npz'
+EMBEDDINGS_NAME = 'embeddings.npz'
 CURVES_NAME = 'training_curves.png'
 EXAMPLES_NAME = 'examples.png'
 
 ImageStats = tuple[np.ndarray, np.ndarray]
 
 
+def output_kind(method: Any) -> str:
+  """'binary' (±1 codes, Hamming ranking) or 'real' (embeddings, cosine).
+
+  Raises:
+    ValueError: the method's two modalities give different kinds (nothing
+      ranks one kind against the other).
+  """
+  kinds = set(base.outputs(method).values())
+  if len(kinds) != 1 or not kinds <= set(base.OUTPUT_KINDS):
+    raise ValueError(f'{type(method).__name__}.outputs must give one of '
+                     f'{base.OUTPUT_KINDS} for both modalities; got '
+                     f'{base.outputs(method)}.')
+  return kinds.pop()
+
+
+def sign_codes(x: np.ndarray) -> np.ndarray:
+  """[M, D] real -> [M, D] int8 in {-1, +1}: +1 where x >= 0 (as
+  `models.hashing_net.binarize`)."""
+  return np.where(np.asarray(x) >= 0, 1, -1).astype(np.int8)
+
+
 def make_encode_fn(method: base.Method, modality: str,
                    mesh: jax.sharding.Mesh):
-  """jit(params, x [B, ...], image_stats) -> [B, K] codes, batch-sharded."""
+  """jit(params, x [B, ...], image_stats) -> [B, K] outputs, batch-sharded."""
 
   def encode_batch(params, x, stats):
     if modality == 'img':
@@ -107,8 +139,10 @@ def encode(method: base.Method, params: Any, modality: str, inputs: Any, *,
     encode_fn: `make_encode_fn(method, modality, mesh)`, to reuse its jit.
 
   Returns:
-    [M, K] int8 codes in {-1, +1}.
+    [M, K] int8 codes in {-1, +1}, or [M, D] float32 embeddings for a
+    method whose `outputs` are 'real'.
   """
+  dtype = np.float32 if output_kind(method) == 'real' else np.int8
   fn = encode_fn or make_encode_fn(method, modality, mesh)
   if image_stats is None:
     image_stats = (np.zeros((), np.float32), np.ones((), np.float32))
@@ -120,7 +154,7 @@ def encode(method: base.Method, params: Any, modality: str, inputs: Any, *,
     codes = multihost_utils.process_allgather(fn(params, x, image_stats),
                                               tiled=True)
     out.append(np.asarray(codes)[:len(rows) - start])
-  return np.concatenate(out).astype(np.int8)
+  return np.concatenate(out).astype(dtype)
 
 
 @dataclasses.dataclass
@@ -170,7 +204,8 @@ class Evaluator:
   def codes(self, params: Any) -> dict[str, np.ndarray]:
     """{'image_query', 'text_query' [Q, K]; 'image_db', 'text_db' [N, K]}.
 
-    All int8 in {-1, +1}; `params` is only read.
+    All int8 in {-1, +1}, or float32 embeddings (K = D) for a method whose
+    outputs are 'real'; `params` is only read.
     """
     out = {}
     for side, rows in (('query', self.query), ('db', self.retrieval)):
@@ -204,20 +239,29 @@ def periodic_evaluation(evaluator: Evaluator, params: Any,
                         eval_config: ml_collections.ConfigDict
                        ) -> tuple[dict[str, float], dict[str, Any]]:
   """(`periodic_map`'s mAPs, {array: `code_stats.summary`}); warns (absl) if
-  the codes have collapsed."""
-  result = suite.evaluate_set(evaluator.codes(params),
-                              evaluator.query_labels, evaluator.db_labels,
-                              options=periodic_options(eval_config))
+  the codes have collapsed.
+
+  For real-valued outputs the mAPs are of the cosine ranking, and the code
+  statistics are those of their sign() codes.
+  """
+  outputs = evaluator.codes(params)
+  real = output_kind(evaluator.method) == 'real'
+  result = suite.evaluate_set(outputs, evaluator.query_labels,
+                              evaluator.db_labels,
+                              options=periodic_options(eval_config),
+                              similarity='cosine' if real else 'hamming')
   maps = {d: float(r['map']['index']) for d, r in result['directions'].items()}
-  return maps, code_stats.periodic_summary(result['code_stats'])
+  stats = (code_stats.describe_set({k: sign_codes(v) for k, v in
+                                    outputs.items()}) if real else
+           result['code_stats'])
+  return maps, code_stats.periodic_summary(stats)
 
 
 def random_codes(like: dict[str, np.ndarray], seed: int
                 ) -> dict[str, np.ndarray]:
   """Uniform random ±1 codes shaped like `like` (NumPy RNG, not JAX's)."""
   rng = np.random.default_rng(seed)
-  return {k: np.where(rng.standard_normal(v.shape) >= 0, 1, -1).astype(np.int8)
-          for k, v in like.items()}
+  return {k: sign_codes(rng.standard_normal(v.shape)) for k, v in like.items()}
 
 
 def final_evaluation(evaluator: Evaluator, params: Any,
@@ -234,16 +278,30 @@ def final_evaluation(evaluator: Evaluator, params: Any,
     metadata: extra JSON-able entries for evaluation.json.
 
   Returns:
-    {'map': {direction: mAP@all} of the trained codes, 'random_map' (with
-    `config.eval.random_baseline`), 'table': the printed table (the headline
-    mAP@all rows, then every metric of each code set), 'bits', 'num_query',
-    'num_retrieval', 'evaluation': the suite's full results}.
+    {'map': {direction: mAP@all} of the trained codes (cosine mAP of
+    real-valued outputs), 'sign_map' (real outputs with
+    `config.eval.sign_codes`: the Hamming mAP of their sign() codes),
+    'random_map' (with `config.eval.random_baseline`), 'table': the printed
+    table (the headline mAP@all rows, then every metric of each code set),
+    'bits' (the embedding size D of real outputs), 'similarity' ('hamming' or
+    'cosine'), 'num_query', 'num_retrieval', 'evaluation': the suite's full
+    results}.
   """
   options = suite.options_from_config(config.eval)
   codes = evaluator.codes(params)
-  name = f'{config.method.upper()} ({config.bits} bits)'
-  random_name = f'random codes ({config.bits} bits)'
-  code_sets = {name: codes}
+  real = output_kind(evaluator.method) == 'real'
+  bits = int(codes['image_query'].shape[1])
+  method = config.method.upper()
+  random_name = f'random codes ({bits} bits)'
+  if real:
+    name = f'{method} ({bits}-d, cosine)'
+    sign_name = f'{method} sign codes ({bits} bits)'
+    code_sets = {name: codes}
+    if config.eval.get('sign_codes', True):
+      code_sets[sign_name] = {k: sign_codes(v) for k, v in codes.items()}
+  else:
+    name = sign_name = f'{method} ({config.bits} bits)'
+    code_sets = {name: codes}
   if config.eval.random_baseline:
     code_sets[random_name] = random_codes(codes, config.seed)
   out = os.path.join(workdir, EVAL_DIR)
@@ -251,10 +309,11 @@ def final_evaluation(evaluator: Evaluator, params: Any,
   evaluation = suite.evaluate_codes(
       code_sets, evaluator.query_labels, evaluator.db_labels, options=options,
       out_dir=out if writer else None, plots=config.eval.plots,
-      metadata=metadata)
+      metadata=metadata, similarities={name: 'cosine'} if real else None)
   results = {
       'map': evaluation['map'][name],
-      'bits': config.bits,
+      'bits': bits,
+      'similarity': 'cosine' if real else 'hamming',
       'query_set': evaluator.name,
       'num_query': len(evaluator.query),
       'num_retrieval': len(evaluator.retrieval),
@@ -262,12 +321,14 @@ def final_evaluation(evaluator: Evaluator, params: Any,
       'ties': evaluation['headline']['ties'],
       'empty': evaluation['headline']['empty'],
   }
+  if real and sign_name in code_sets:
+    results['sign_map'] = evaluation['map'][sign_name]
   if config.eval.random_baseline:
     results['random_map'] = evaluation['map'][random_name]
   results['table'] = evaluation['table']
   if writer:
-    _write_outputs(out, results, code_sets, name, random_name, evaluator,
-                   workdir, config.eval.plots)
+    _write_outputs(out, results, code_sets, name, sign_name, random_name,
+                   evaluator, workdir, config.eval.plots)
     if config.eval.plots:  # eval/examples.png: queries and their top 10.
       from crossmodal_hash.evaluation import examples  # pylint: disable=g-import-not-at-top
       examples.write_report_examples(os.path.join(out, EXAMPLES_NAME), codes,
@@ -278,15 +339,20 @@ def final_evaluation(evaluator: Evaluator, params: Any,
 
 def _write_outputs(out: str, results: dict[str, Any],
                    code_sets: dict[str, dict[str, np.ndarray]], name: str,
-                   random_name: str, evaluator: Evaluator, workdir: str,
-                   plots: bool) -> None:
-  """map.json, the codes files and the training curves (process 0)."""
+                   sign_name: str, random_name: str, evaluator: Evaluator,
+                   workdir: str, plots: bool) -> None:
+  """map.json, the codes (embeddings) files and the training curves
+  (process 0)."""
   report.write_json(os.path.join(out, MAP_NAME),
                     dict(results, report=suite.REPORT_NAME))
   labels = dict(query_labels=evaluator.query_labels,
                 retrieval_labels=evaluator.db_labels)
-  report.save_codes(os.path.join(out, CODES_NAME), **code_sets[name],
-                    **labels)
+  if results['similarity'] == 'cosine':
+    report.save_embeddings(os.path.join(out, EMBEDDINGS_NAME),
+                           **code_sets[name], **labels)
+  if sign_name in code_sets:
+    report.save_codes(os.path.join(out, CODES_NAME), **code_sets[sign_name],
+                      **labels)
   if random_name in code_sets:
     report.save_codes(os.path.join(out, RANDOM_CODES_NAME),
                       **code_sets[random_name], **labels)

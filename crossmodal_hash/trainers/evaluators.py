@@ -11,8 +11,19 @@ family) or `config.eval.every_steps` steps (per-step family) and return a
 metrics.jsonl record; the harness keeps the best state by the validation mAP
 of the first one that reports `maps` (trainers/model_selection.py). Final
 evaluators run once on the selected params; their results are merged into
-what the trainer returns. A new evaluator (e.g. cosine mAP of real-valued
-embeddings) is a registration here, and a section in the configs that use it.
+what the trainer returns. A new evaluator is a registration here, and a
+section in the configs that use it.
+
+Methods whose outputs are real-valued embeddings (`methods/base.py`
+`outputs = {'img': 'real', 'txt': 'real'}`) name the cosine pair instead
+(`config_utils.default_evals(real=True)`):
+
+  config.evals.periodic = {'type': 'periodic_cosine_map'}
+  config.evals.final = {'type': 'final_cosine_report'}
+
+the same records and report, ranked by cosine similarity; the final report
+adds the Hamming suite of the embeddings' sign() codes with
+`config.eval.sign_codes`.
 """
 from __future__ import annotations
 
@@ -71,6 +82,25 @@ class FinalReport:
         metadata={**metadata, 'query_set': evaluator.name})
 
 
+@EVALUATORS.register('periodic_cosine_map')
+class PeriodicCosineMap(PeriodicMap):
+  """`PeriodicMap` of real-valued embeddings: cosine mAP@all (streamed over
+  the database, index-order ties), with the statistics of their sign()
+  codes; selects the best checkpoint as `PeriodicMap` does."""
+
+  outputs = ('real',)
+
+
+@EVALUATORS.register('final_cosine_report')
+class FinalCosineReport(FinalReport):
+  """`FinalReport` of real-valued embeddings: every metric of the cosine
+  ranking (all but the radius curve), and with `config.eval.sign_codes` the
+  Hamming suite of their sign() codes in the same table; embeddings.npz
+  (float32) beside codes.npz (the sign codes) in `<workdir>/eval`."""
+
+  outputs = ('real',)
+
+
 def from_config(config: ml_collections.ConfigDict,
                 method: Any = None) -> dict[str, Any]:
   """{name: evaluator} of `config.evals` (the defaults without it).
@@ -92,5 +122,8 @@ def from_config(config: ml_collections.ConfigDict,
     if given - set(out[name].outputs):
       raise ValueError(f'config.evals.{name} ({kind}) evaluates '
                        f'{out[name].outputs} outputs; {config.method} gives '
-                       f'{base.outputs(method)}.')
+                       f'{base.outputs(method)}. Name evaluators of its '
+                       'outputs, e.g. config.evals = '
+                       'config_utils.default_evals(real=True) for '
+                       "periodic_cosine_map and final_cosine_report.")
   return out
