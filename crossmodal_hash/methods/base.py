@@ -141,6 +141,9 @@ class Method(Protocol):
       CNN-F trunk (`models.registry.merge_pretrained`).
     unsaved_memories: (optional) memories no loss reads, left out of
       checkpoints.
+    report: (optional) {name: JSON-able value}, the method's statement of
+      choices it made for this run (e.g. SSAL's adversary), written to the
+      final report's metadata under the method's name.
 
   Networks take a `train` flag: True inside updates (dropout on, with
   `Step.rng` as the 'dropout' key; BatchNorm statistics updated and kept in
