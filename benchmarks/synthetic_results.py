@@ -1,16 +1,17 @@
-r"""SSAH, DCMH, DSMHN and SCAHN on the synthetic dataset: the mAP@all table.
+r"""SSAH, DCMH, DSMHN, SCAHN and SSAL on the synthetic dataset: mAP@all.
 
   python benchmarks/synthetic_results.py --out=benchmarks/results
 
 Trains each method's synthetic config (configs/<method>_synthetic.py) once
 per code length, each in its own workdir under --out (re-running resumes or
 reuses finished runs), and writes one table of mAP@all for I->T and T->I with
-the random-code baseline of the same split:
+the random-code baseline of the same split (real-valued methods: cosine mAP
+and the Hamming mAP of their embeddings' sign() codes, two rows):
   <out>/synthetic_results.md    the markdown table (for the README)
   <out>/synthetic_results.json  every run's four directions, seconds, config
 Reduced runs for a quick look pass config arguments, to every config
 (--config_arg, e.g. smaller datasets) or to one method (--ssah_arg,
---dcmh_arg, --dsmhn_arg, --scahn_arg, e.g. fewer epochs or steps). Each
+--dcmh_arg, --dsmhn_arg, --scahn_arg, --ssal_arg, e.g. fewer epochs or steps). Each
 method runs on its own trainer family (`method.trainer`).
 """
 from __future__ import annotations
@@ -26,14 +27,15 @@ from absl import flags
 import tables
 
 _BITS = flags.DEFINE_list('bits', ['16', '32', '64'], 'Code lengths.')
-_METHODS = flags.DEFINE_list('methods', ['dcmh', 'ssah', 'dsmhn', 'scahn'],
+_METHODS = flags.DEFINE_list('methods', ['dcmh', 'ssah', 'dsmhn', 'scahn',
+                                         'ssal'],
                              'Methods, in table order.')
 _OUT = flags.DEFINE_string('out', 'benchmarks/results', 'Output directory.')
 _CONFIG_ARG = flags.DEFINE_string('config_arg', '', 'key=value,... for every '
                                   'config.')
 _METHOD_ARGS = {m: flags.DEFINE_string(f'{m}_arg', '', f'key=value,... for '
                                        f'configs/{m}_synthetic.py only.')
-                for m in ('ssah', 'dcmh', 'dsmhn', 'scahn')}
+                for m in ('ssah', 'dcmh', 'dsmhn', 'scahn', 'ssal')}
 
 DIRECTIONS = (('i2t', 'I->T'), ('t2i', 'T->I'))
 
@@ -45,8 +47,8 @@ def markdown_table(runs: dict, bits: list[str]) -> str:
            '|' + '---|' * len(header)]
   first = next(iter(runs.values()))
   rows = [('random codes', {b: first[b]['random_map'] for b in bits})]
-  rows += [(m.upper(), {b: r[b]['map'] for b in bits}) for m, r in
-           runs.items()]
+  rows += [row for m, r in runs.items()
+           for row in tables.method_rows(m, r, bits)]
   for name, maps in rows:
     cells = [f'{maps[b][d]:.4f}' for d, _ in DIRECTIONS for b in bits]
     lines.append('| ' + ' | '.join([name] + cells) + ' |')
@@ -74,6 +76,7 @@ def main(argv):
       trainer = methods.METHODS.get(config.method).trainer
       results = trainers.TRAINERS.get(trainer)(config, workdir)
       runs[method][bits] = {'map': results['map'],
+                            'sign_map': results.get('sign_map'),
                             'random_map': results['random_map'],
                             'seconds': time.perf_counter() - tic,
                             'config_arg': arg}

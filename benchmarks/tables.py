@@ -17,6 +17,18 @@ def map_table(rows: list[tuple[str, dict[str, dict[str, float]]]],
   return '\n'.join(lines)
 
 
+def method_rows(method: str, runs: dict[str, dict], bits: list[str]
+               ) -> list[tuple[str, dict[str, dict[str, float]]]]:
+  """`map_table` rows of one method's runs {bits: {'map', 'sign_map'?}}: its
+  mAP, and for real-valued outputs (runs with 'sign_map') the cosine mAP and
+  the Hamming mAP of the embeddings' sign() codes."""
+  name = method.upper()
+  if all(runs[b].get('sign_map') for b in bits):
+    return [(f'{name} (cosine)', {b: runs[b]['map'] for b in bits}),
+            (f'{name} sign() codes', {b: runs[b]['sign_map'] for b in bits})]
+  return [(name, {b: runs[b]['map'] for b in bits})]
+
+
 def run_arg(bits: str, *extra: str) -> str:
   """The config argument of one run: bits, no progress bar, then `extra`."""
   return ','.join(filter(None, [f'bits={bits}', 'train.progress=false',

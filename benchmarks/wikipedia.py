@@ -12,7 +12,8 @@ L_te) the table is of the 693 test queries against the 2,173 training items;
 with the training half alone it is of the validation split. Beside the
 methods: random codes, and the ridge-regression baseline
 (`evaluation/ridge_baseline.py`, its penalty chosen on the same validation
-split). Writes
+split). Real-valued methods (SSAL) have two rows: cosine mAP, and the
+Hamming mAP of their embeddings' sign() codes. Writes
   <out>/wikipedia.md    the markdown tables (final query set; validation)
   <out>/wikipedia.json  every run's four directions, its validation record,
                         selected checkpoint, training seconds (the passes'
@@ -35,7 +36,8 @@ _PATH = flags.DEFINE_string(
     'path', '../shared/data/wikipedia/wikipedia-train.npz',
     'The Wikipedia file: the full I_tr..L_te layout, or the training half.')
 _BITS = flags.DEFINE_list('bits', ['16', '32', '64'], 'Code lengths.')
-_METHODS = flags.DEFINE_list('methods', ['dcmh', 'dsmhn', 'ssah', 'scahn'],
+_METHODS = flags.DEFINE_list('methods', ['dcmh', 'dsmhn', 'ssah', 'scahn',
+                                         'ssal'],
                              'Methods, in table order.')
 _OUT = flags.DEFINE_string('out', 'benchmarks/results/wikipedia',
                            'Output directory.')
@@ -43,7 +45,7 @@ _CONFIG_ARG = flags.DEFINE_string('config_arg', '', 'key=value,... for every '
                                   'config (e.g. fewer epochs for a quick look).')
 _METHOD_ARGS = {m: flags.DEFINE_string(f'{m}_arg', '', f'key=value,... for '
                                        f'configs/{m}_wikipedia.py only.')
-                for m in ('ssah', 'dcmh', 'dsmhn', 'scahn')}
+                for m in ('ssah', 'dcmh', 'dsmhn', 'scahn', 'ssal')}
 
 
 def main(argv):
@@ -79,6 +81,8 @@ def main(argv):
           os.path.join(workdir, 'metrics.jsonl'))
       runs[method][bits] = {
           'map': results['map'],
+          # Real-valued outputs: 'map' is cosine, 'sign_map' of sign() codes.
+          'sign_map': results.get('sign_map'),
           # Pass records (alternating) or step records (per-step).
           'train_seconds': sum(r['seconds'] for r in records
                                if 'network' in r or 'items_per_second' in r),
@@ -98,8 +102,8 @@ def main(argv):
   bits = _BITS.value
   rows = [('random codes', random_map),
           ('ridge regression + sign', {b: baseline[b]['map'] for b in bits})]
-  rows += [(m.upper(), {b: r[b]['map'] for b in bits})
-           for m, r in runs.items()]
+  rows += [row for m, r in runs.items()
+           for row in tables.method_rows(m, r, bits)]
   val_rows = [('ridge regression + sign',
                {b: baseline[b]['validation'][baseline[b]['lambda']]
                 for b in bits})]
