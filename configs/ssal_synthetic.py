@@ -23,5 +23,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                 dataset=builtin.synthetic_dataset_config())
   config.dataset.num_val = 500
   model = default_configs.synthetic_model(text_hidden=1024, init_std=0.01)
-  default_configs.ssal_run(config, model, num_steps=2000)
+  default_configs.ssal_run(config, model, num_steps=1000)
   return config_utils.apply_arg(config, arg)

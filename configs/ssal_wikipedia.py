@@ -25,4 +25,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   model = config_utils.feature_input_model(text_hidden=1024, init_std=0.05)
   model.image_mlp_features = (1024,)
   default_configs.ssal_run(config, model, num_steps=3000)
+  config.ssal.label_weight = 3.0
   return config_utils.apply_arg(config, arg)

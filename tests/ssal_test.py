@@ -23,6 +23,9 @@ BATCH = 32
 _TINY_MODEL = ','.join([
     'bits=8', 'model.text_hidden=32', 'model.projector_hidden=16',
     'model.adversary_hidden=16', 'train.batch_size=32'])
+# The feature-vector variant (no rotation classifier).
+_FEATURE_MODEL = ('model.image_encoder=feature_mlp',
+                  'model.image_mlp_features=32')
 
 
 def _config(*extra: str):
@@ -204,8 +207,9 @@ def test_projector_loss_is_the_weighted_sum_of_its_reference_terms(data,
   p = state.params
   rotated, want_rot = ssal.random_rotations(key, batch['image'])
   np.testing.assert_array_equal(rotations, want_rot)
-  np.testing.assert_allclose(emb['rot'], method.embed(p['proj'], 'img',
-                                                      rotated), atol=1e-6)
+  np.testing.assert_allclose(
+      emb['rot'], jax.jit(method.embed, static_argnums=1)(p['proj'], 'img',
+                                                          rotated), atol=1e-6)
   labels = np.asarray(batch['label'], np.float64)
   label = 0.0
   for m in ('img', 'txt'):
@@ -249,8 +253,7 @@ def test_the_adversarial_gradient_confuses_the_adversary(features, form):
   classifier forced on (`Adversary(rotation=True)`)."""
   method = _method(_config(f'ssal.confusion={form}',
                            'ssal.adversary_optimizer.learning_rate=0.03',
-                           'model.image_encoder=feature_mlp',
-                           'model.image_mlp_features=32'), features)
+                           *_FEATURE_MODEL), features)
   method.adversary = method.adversary.clone(rotation=True)
   rng = np.random.default_rng(0)
   # Images and texts from shifted clouds; the "rotated" embeddings shifted
@@ -261,8 +264,8 @@ def test_the_adversarial_gradient_confuses_the_adversary(features, form):
          'txt': rng.normal(size=(BATCH, 8)) - 1.0,
          'rot': rng.normal(size=(BATCH, 8)) + shift[np.asarray(rotations)]}
   emb = {m: jnp.asarray(e, jnp.float32) for m, e in emb.items()}
-  adv = method.adversary.init(jax.random.PRNGKey(0), emb['img'], emb['txt'],
-                              emb['rot'])['params']
+  adv = jax.jit(method.adversary.init)(jax.random.PRNGKey(0), emb['img'],
+                                       emb['txt'], emb['rot'])['params']
   state = base.TrainState(
       step=jnp.zeros((), jnp.int32), params={'adv': adv},
       opt_state={'adv': method.optimizers['adv'].init(adv)}, memory={},
@@ -280,15 +283,16 @@ def test_the_adversarial_gradient_confuses_the_adversary(features, form):
         {'params': adv}, e['img'], e['txt'], e['rot']), form, rotations)
     return terms['modality'] + terms['rotation']
 
-  g_adv = jax.grad(adversary_loss)(emb)
-  g_term = jax.grad(adversarial_term)(emb)
+  g_adv = jax.jit(jax.grad(adversary_loss))(emb)
+  g_term = jax.jit(jax.grad(adversarial_term))(emb)
   for m in emb:  # Each embedding set on its own.
     assert float(jnp.vdot(g_term[m], g_adv[m])) < 0, m
   if form == 'reversal':
     chex.assert_trees_all_close(g_term, jax.tree.map(jnp.negative, g_adv),
                                 rtol=1e-6, atol=1e-9)
   stepped = jax.tree.map(lambda e, g: e - 0.5 * g, emb, g_term)
-  assert float(adversary_loss(stepped)) > float(adversary_loss(emb))
+  loss = jax.jit(adversary_loss)
+  assert float(loss(stepped)) > float(loss(emb))
 
 
 @pytest.mark.slow
@@ -339,8 +343,7 @@ def test_the_projector_gradient_confuses_the_adversary(data, form):
 def test_feature_inputs_learn_without_the_rotation_classifier(features):
   """Feature vectors: no rotation classifier (and the report says why); the
   steps learn, trace once, and each update moves only its own network."""
-  method = _method(_config('model.image_encoder=feature_mlp',
-                           'model.image_mlp_features=32'), features)
+  method = _method(_config(*_FEATURE_MODEL), features)
   assert not method.rotation
   assert not method.report['rotation_adversary']
   assert 'rotation is undefined' in method.report['adversary']
@@ -369,10 +372,18 @@ def test_feature_inputs_learn_without_the_rotation_classifier(features):
   assert int(state.step) == 24  # A projector and an adversary update each.
 
 
-def test_sharded_step_equals_unsharded_and_traces_once(data, pixels):
-  """Pixels with rotations: 2 steps unsharded (one trace, the adversary
-  reading the rotations the projector's step key drew) and over 8 devices."""
-  method, state = pixels
+@pytest.mark.parametrize('inputs', [
+    'features', pytest.param('pixels', marks=pytest.mark.slow)])
+def test_sharded_step_equals_unsharded_and_traces_once(request, inputs):
+  """2 steps unsharded (one trace) and over 8 devices agree; on pixels (slow)
+  the adversary reads the rotations the projector's step key drew."""
+  if inputs == 'pixels':
+    data = request.getfixturevalue('data')
+    method, state = request.getfixturevalue('pixels')
+  else:
+    data = request.getfixturevalue('features')
+    method = _method(_config(*_FEATURE_MODEL), data)
+    state = jax.jit(method.init)(jax.random.PRNGKey(0), data)
   mesh = sharding.make_mesh(_config().mesh)
   assert len(jax.devices()) == 8
   results = []
@@ -384,11 +395,12 @@ def test_sharded_step_equals_unsharded_and_traces_once(data, pixels):
     for i in range(2):
       b = _batch(data, i)
       key = per_step.update_keys(s.rng, s.step // 2, 2)[0]
-      _, want = ssal.random_rotations(key, b['image'])
       if shard:
         b = jax.device_put(b, sharding.batch_sharded(mesh))
       s, metrics = step(s, b)
-      np.testing.assert_array_equal(s.memory['step_rotations'], want)
+      if method.rotation:
+        _, want = ssal.random_rotations(key, _batch(data, i)['image'])
+        np.testing.assert_array_equal(s.memory['step_rotations'], want)
     results.append(jax.device_get((s, metrics)))
   chex.assert_tree_all_finite(results[0])
   chex.assert_trees_all_close(results[0], results[1], rtol=2e-4, atol=2e-5)
@@ -414,9 +426,8 @@ def test_a_killed_run_resumes_exactly(tmp_path, inputs):
   do the cosine and sign-code mAPs; the report states the adversary. On
   feature vectors (modality adversary alone), and (slow) on pixels with
   rotations."""
-  extra = (('dataset.name=synthetic_features', 'dataset.feature_dim=24',
-            'model.image_encoder=feature_mlp', 'model.image_mlp_features=32')
-           if inputs == 'features' else ())
+  extra = (('dataset.name=synthetic_features', 'dataset.feature_dim=24') +
+           _FEATURE_MODEL if inputs == 'features' else ())
   config = _config(_TINY_RUN, *extra)
   straight = per_step.train_and_evaluate(config, str(tmp_path / 'a'))
   assert per_step.train_and_evaluate(
