@@ -28,6 +28,33 @@ slower on a 2-core machine; our engine makes no BLAS call.
 --stream_database runs one extra, streamed evaluation (the database in blocks
 of --db_block items) of --stream_queries random queries and reports its time
 and the peak resident memory of the process.
+
+Cosine rows (--cosine_dim D > 0, default 128): mAP@all (index order) of
+--queries x --database real-valued embeddings (seeded: each item's labels
+times one Gaussian vector per label, plus Gaussian noise, so that the ranking
+means something), ranked by cosine similarity (`evaluation/cosine.py`),
+streamed in blocks of each of --cosine_blocks items, and as one block of the
+whole database (cosine_block = N: the old route's shape, every query block
+holding and sorting all N similarities). Each row gives its time and the
+peak of memory allocated during the call (`tracemalloc`, which NumPy reports
+to), less the inputs' float64 copies made inside ('working' memory), so the
+rows show the bound: O(query block x cosine_block) per thread, whatever N.
+--cosine_scale repeats the largest block with a database that many times
+larger (and at most 128 queries: the working memory is per query block), to
+show that the working memory does not grow with N.
+
+Measured (2 cores, 2 query-block threads, MIRFLICKR-25K labels, 2,000 x
+18,015, D = 128; the machine was shared, load average ~18, so the seconds are
+about 10x those of an idle machine; memory is not affected):
+
+  route                         N       block   working MiB   peak MiB
+  streamed                      18,015   2,048      15.3         35.0
+  streamed                      18,015   8,192      53.8         73.5
+  whole database (old shape)    18,015  18,015     106.7        126.4
+  streamed, 128 queries         72,060   8,192      58.9        129.9
+
+so the bound is about threads x 32 queries x cosine_block x 100 bytes
+(2 x 32 x 8,192 x 100 B = 52 MiB), the same at 4x the database.
 """
 from __future__ import annotations
 
@@ -38,6 +65,7 @@ import platform
 import resource
 import sys
 import time
+import tracemalloc
 
 for _var in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
   os.environ.setdefault(_var, '1')
@@ -48,6 +76,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from crossmodal_hash.evaluation import cosine
 from crossmodal_hash.evaluation import metrics
 from crossmodal_hash.evaluation import precision_sums
 from crossmodal_hash.evaluation import ranking
@@ -140,6 +169,40 @@ def peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def embeddings(rng: np.random.Generator, labels: np.ndarray, dim: int
+              ) -> np.ndarray:
+  """[M, dim] float32: labels [M, L] times one N(0, 1) vector per label, plus
+  N(0, 2^2) noise (real-valued embeddings whose ranking means something)."""
+  centers = rng.standard_normal((labels.shape[1], dim))
+  return (labels.astype(np.float64) @ centers + 2 * rng.standard_normal(
+      (len(labels), dim))).astype(np.float32)
+
+
+def cosine_row(query: np.ndarray, db: np.ndarray, query_labels: np.ndarray,
+               db_labels: np.ndarray, block: int, threads: int
+              ) -> dict[str, float]:
+  """Time, mAP@all and allocated-memory peak of one cosine evaluation."""
+  options = ranking.EvalOptions(ties=('index',), top_k=(), precision_at=(),
+                                ndcg_k=(), radius_curve=False,
+                                cosine_block=block, num_threads=threads)
+  tracemalloc.start()
+  try:
+    base = tracemalloc.get_traced_memory()[0]
+    tic = time.perf_counter()
+    qm = cosine.cosine_query_metrics(query, db, query_labels, db_labels,
+                                     options)
+    seconds = time.perf_counter() - tic
+    peak = tracemalloc.get_traced_memory()[1] - base
+  finally:
+    tracemalloc.stop()
+  # The float64 copies of the embeddings made inside (and their norms).
+  copies = (query.size + db.size + len(query) + len(db)) * 8
+  return {'cosine_block': block, 'queries': len(query), 'database': len(db),
+          'seconds': seconds, 'map': float(qm.ap['index'].mean()),
+          'peak_mib': peak / 2**20, 'input_copies_mib': copies / 2**20,
+          'working_mib': (peak - copies) / 2**20}
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--queries', type=int, default=2000)
@@ -160,6 +223,12 @@ def main(argv=None) -> int:
                            'memory figure)')
   parser.add_argument('--db_block', type=int,
                       default=ranking.EvalOptions().db_block)
+  parser.add_argument('--cosine_dim', type=int, default=128,
+                      help='D of the cosine rows (0: none)')
+  parser.add_argument('--cosine_blocks', default='2048,8192',
+                      help='cosine_block values of the streamed rows')
+  parser.add_argument('--cosine_scale', type=int, default=4,
+                      help='database multiple of the scaling row (0: none)')
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--out', default=os.path.join(_ROOT, 'benchmarks',
                                                     'results',
@@ -230,9 +299,34 @@ def main(argv=None) -> int:
                    'peak_rss_mib_before': rss_before,
                    'peak_rss_mib_after': peak_rss_mib()})
 
+  cosine_rows = []
+  if args.cosine_dim and not args.stream_only:
+    crng = np.random.default_rng(args.seed + 4)
+    emb = embeddings(crng, np.concatenate([ql, dl]), args.cosine_dim)
+    qe, de = emb[:args.queries], emb[args.queries:]
+    blocks = [int(b) for b in args.cosine_blocks.split(',') if b.strip()]
+    for block in blocks + [args.database]:
+      cosine_rows.append(cosine_row(qe, de, ql, dl, block, args.threads))
+      cosine_rows[-1]['route'] = ('whole database (old route)'
+                                  if block >= args.database else 'streamed')
+    if args.cosine_scale > 1:
+      # Fewer queries (the working memory is per query block, not per
+      # query), the largest streamed block (fewer sweeps).
+      scale_q = min(args.queries, 128)
+      big_ql, big_dl, _ = load_labels(scale_q,
+                                      args.database * args.cosine_scale,
+                                      'synthetic', args.seed + 5)
+      big = embeddings(crng, np.concatenate([big_ql, big_dl]),
+                       args.cosine_dim)
+      cosine_rows.append(cosine_row(big[:scale_q], big[scale_q:], big_ql,
+                                    big_dl, max(blocks), args.threads))
+      cosine_rows[-1]['route'] = f'streamed, {args.cosine_scale}x database'
+
   lines = []
   if rows:
     lines += _table_lines(args, label_text, rows, max_diff)
+  if cosine_rows:
+    lines += [''] + _cosine_lines(args, cosine_rows)
   if stream:
     lines += ['', f'streamed: {stream["queries"]} queries x '
                   f'{stream["database"]} items, {args.bits} bits, db_block '
@@ -253,6 +347,17 @@ def main(argv=None) -> int:
                            'platform': platform.platform(),
                            'load_average': os.getloadavg()},
                'rows': rows, 'stable_check_max_abs_diff': max_diff,
+               'cosine': {
+                   'rows': cosine_rows,
+                   'memory_bound': (
+                       'working memory (allocated during the call, less the '
+                       "inputs' float64 copies) O(query block x "
+                       'cosine_block) per thread, independent of N; see '
+                       'the working_mib of each row'),
+                   'working_mib_by_block': {
+                       str(r['cosine_block']): r['working_mib']
+                       for r in cosine_rows if r['route'] == 'streamed'},
+               },
                'stream': stream, 'table': table}, f, indent=2)
   return 0
 
@@ -262,6 +367,23 @@ def _engine() -> str:
   if precision_sums.AVAILABLE:
     return 'counting pass (numba)'
   return 'NumPy sort route (numba is not installed)'
+
+
+def _cosine_lines(args, rows) -> list[str]:
+  """The printed table of the cosine rows."""
+  lines = [f'cosine mAP@all (index order), D = {args.cosine_dim} real '
+           'embeddings, one direction; memory = '
+           'peak allocated during the call (tracemalloc); working = less the '
+           "inputs' float64 copies", '',
+           f'{"route":<34}  {"Q":>5}  {"N":>7}  {"block":>6}  {"s":>7}  '
+           f'{"mAP":>8}  {"peak MiB":>8}  {"working MiB":>11}',
+           '-' * 101]
+  for r in rows:
+    lines.append(f'{r["route"]:<34}  {r["queries"]:>5}  {r["database"]:>7}  '
+                 f'{r["cosine_block"]:>6}  {r["seconds"]:7.2f}  '
+                 f'{r["map"]:8.5f}  {r["peak_mib"]:8.1f}  '
+                 f'{r["working_mib"]:11.1f}')
+  return lines
 
 
 def _table_lines(args, label_text, rows, max_diff) -> list[str]:

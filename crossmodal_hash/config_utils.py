@@ -106,6 +106,9 @@ def add_run_defaults(config: ml_collections.ConfigDict, *,
   config.eval.sign_codes = True
   config.eval.query_block = 128
   config.eval.db_block = 65536
+  # Cosine ranking of real-valued embeddings: database items per block and
+  # per ranked chunk (memory ~ 32 queries x cosine_block per thread).
+  config.eval.cosine_block = 8192
   config.eval.num_threads = 0  # 0: min(4, CPU count).
 
   config.evals = default_evals()

@@ -205,6 +205,26 @@ def raw_items(info: run_artifacts.RunInfo, *, image_spec: str = '',
   return Items(list(ids), images, texts, records)
 
 
+def check_binary_outputs(run: run_artifacts.Run) -> None:
+  """Refuses a run whose method outputs real-valued embeddings, saying what
+  works for it: the index files here hold ±1 codes (Hamming search)."""
+  if evaluation_hooks.output_kind(run.method) == 'binary':
+    return
+  eval_dir = os.path.join(run.workdir, evaluation_hooks.EVAL_DIR)
+  raise ValueError(
+      f'{run.workdir} trained {run.info.config.method}, whose outputs are '
+      'real-valued embeddings ranked by cosine similarity; the index files of '
+      'encode, search and serve hold ±1 codes ranked by Hamming distance, so '
+      'they do not serve this run. What works: its report in '
+      f'{eval_dir} (evaluation.json, cosine mAP beside the sign-code mAP), '
+      f'the float32 embeddings of its query and retrieval sets in '
+      f'{os.path.join(eval_dir, evaluation_hooks.EMBEDDINGS_NAME)} '
+      '(`python -m crossmodal_hash.evaluate --codes=<that file>` ranks them '
+      'by cosine), and their sign() codes in '
+      f'{os.path.join(eval_dir, evaluation_hooks.CODES_NAME)} (with '
+      'config.eval.sign_codes).')
+
+
 def encode_items(run: run_artifacts.Run, modality: str, inputs: Any, *,
                  batch_size: int = 256) -> np.ndarray:
   """[N, K] int8 ±1 codes of `inputs` (batches over the run's mesh)."""
@@ -253,11 +273,13 @@ def write(run: run_artifacts.Run, out: str, items: Items,
           batch_size: int = 256) -> dict[str, str]:
   """Encodes `items` and writes or appends the index files of `modalities`.
 
-  Every existing index is checked before anything is encoded or written.
+  Every existing index is checked before anything is encoded or written; a
+  run of real-valued outputs is refused (`check_binary_outputs`).
 
   Returns:
     {modality: index path}.
   """
+  check_binary_outputs(run)
   for m in modalities:
     if m not in MODALITIES:
       raise ValueError(f'Unknown modality {m!r}; expected image or text.')

@@ -68,6 +68,7 @@ class Engine:
       mesh: shard each database over this mesh's 'data' axis (default: the
         run's mesh); the database stays on the devices between searches.
     """
+    encoding.check_binary_outputs(run)
     self.run = run
     mesh = mesh or run.mesh
     if file_io.path(index).is_dir():

@@ -8,7 +8,10 @@ r"""Command line: evaluate saved hash codes with the full metric suite.
 file is one code set as `report.save_codes` writes it (the trainer's
 `<workdir>/eval/codes.npz`): ±1 codes 'image_query', 'text_query',
 'image_db', 'text_db' (any subset that forms a direction) and labels
-'query_labels' and 'retrieval_labels' (or 'db_labels'). Files without codes
+'query_labels' and 'retrieval_labels' (or 'db_labels'). A file of real-valued
+embeddings under the same keys (`report.save_embeddings`, the trainer's
+`<workdir>/eval/embeddings.npz` of a real-valued method) is ranked by cosine
+similarity (streamed over the database; no radius curve). Files without codes
 or labels are skipped with a note, and so are unreadable ones (corrupt,
 truncated, pickled) with a warning; a single unreadable --codes file is an
 error. Every direction present is evaluated;
@@ -51,7 +54,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   join = lambda values: ','.join(str(v) for v in values)
   parser = argparse.ArgumentParser(
       prog='python -m crossmodal_hash.evaluate',
-      description='Evaluate saved ±1 hash codes (codes.npz files).')
+      description='Evaluate saved ±1 hash codes (codes.npz files) or '
+                  'real-valued embeddings (embeddings.npz, cosine).')
   parser.add_argument('--codes', required=True,
                       help='a .npz file, or a directory searched recursively')
   parser.add_argument('--out', default=None,
@@ -74,6 +78,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                       help='e.g. i2t,t2i (default: all present)')
   parser.add_argument('--query_block', type=int, default=defaults.query_block)
   parser.add_argument('--db_block', type=int, default=defaults.db_block)
+  parser.add_argument('--cosine_block', type=int,
+                      default=defaults.cosine_block,
+                      help='database items per block of the cosine ranking')
   parser.add_argument('--num_threads', type=int,
                       default=defaults.num_threads)
   parser.add_argument('--no_plots', action='store_true',
@@ -117,16 +124,30 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
                         'truncated or corrupt: write it again.') from e
 
 
+def _similarity(codes: dict[str, np.ndarray]) -> str:
+  """'cosine' for floating arrays that are not all ±1, else 'hamming'."""
+  real = all(np.issubdtype(a.dtype, np.floating) for a in codes.values())
+  signs = all(np.all((a == 1) | (a == -1)) for a in codes.values())
+  return 'cosine' if real and not signs else 'hamming'
+
+
 def _check_arrays(path: str, codes: dict[str, np.ndarray],
                   query_labels: np.ndarray, db_labels: np.ndarray,
-                  db_key: str) -> None:
-  """Raises CodeFileError unless the codes are ±1 and fit their labels."""
+                  db_key: str) -> str:
+  """The similarity of the arrays ('hamming' for ±1 codes, 'cosine' for
+  real-valued embeddings); CodeFileError unless they fit their labels."""
   bits = set()
+  similarity = _similarity(codes)
   for key, array in codes.items():
     if array.ndim != 2:
       raise CodeFileError(f'{path}:{key}: codes must be [N, K]; got shape '
                           f'{array.shape}.')
-    bad = (array != 1) & (array != -1)
+    bad = ((~np.isfinite(array)) if similarity == 'cosine' else
+           (array != 1) & (array != -1))
+    if bad.any() and similarity == 'cosine':
+      row = int(np.nonzero(bad)[0][0])
+      raise CodeFileError(f'{path}:{key}: embeddings must be finite; row '
+                          f'{row} holds NaN or Inf.')
     if bad.any():
       row, column = (int(i[0]) for i in np.nonzero(bad))
       raise CodeFileError(f'{path}:{key}: codes must be -1 or +1; row {row} '
@@ -141,15 +162,18 @@ def _check_arrays(path: str, codes: dict[str, np.ndarray],
   if len(bits) > 1:
     raise CodeFileError(f'{path}: the code arrays have different lengths '
                         f'({", ".join(str(b) for b in sorted(bits))} bits).')
+  return similarity
 
 
 def load_code_set(path: str) -> tuple[dict[str, np.ndarray], np.ndarray,
-                                      np.ndarray] | None:
-  """(codes, query labels, database labels) of a file, or None if it has none.
+                                      np.ndarray, str] | None:
+  """(codes, query labels, database labels, similarity) of a file, or None
+  if it has none; similarity is 'hamming' (±1 codes) or 'cosine' (real
+  embeddings).
 
   Raises:
     CodeFileError: the file is unreadable (corrupt, truncated, pickled) or its
-      arrays are not ±1 codes matching their labels.
+      arrays are not ±1 codes or finite embeddings matching their labels.
   """
   arrays = _read_npz(path)
   codes = {k: arrays[k] for k in _CODE_KEYS if k in arrays}
@@ -157,16 +181,20 @@ def load_code_set(path: str) -> tuple[dict[str, np.ndarray], np.ndarray,
   if not suite.available_directions(codes) or 'query_labels' not in arrays or (
       db_key is None):
     return None
-  _check_arrays(path, codes, arrays['query_labels'], arrays[db_key], db_key)
-  return codes, arrays['query_labels'], arrays[db_key]
+  similarity = _check_arrays(path, codes, arrays['query_labels'],
+                             arrays[db_key], db_key)
+  return codes, arrays['query_labels'], arrays[db_key], similarity
 
 
-def set_name(path: str, root: str, bits: int) -> str:
-  """A display name: the file's path below --codes, and its bit length."""
+def set_name(path: str, root: str, bits: int,
+             similarity: str = 'hamming') -> str:
+  """A display name: the file's path below --codes, and its bit length (or
+  embedding size)."""
   base = root if os.path.isdir(root) else os.path.dirname(root)
   rel = os.path.relpath(path, base)
   stem = rel[:-len('.npz')] if rel.endswith('.npz') else rel
-  return f'{stem} ({bits} bits)'
+  return (f'{stem} ({bits}-d, cosine)' if similarity == 'cosine' else
+          f'{stem} ({bits} bits)')
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       ties=args.ties, empty=args.empty, top_k=args.top_k,
       precision_at=args.precision_at, ndcg_k=args.ndcg_k,
       query_block=args.query_block, db_block=args.db_block,
-      num_threads=args.num_threads)
+      cosine_block=args.cosine_block, num_threads=args.num_threads)
   sets = {}
   single_file = os.path.isfile(args.codes)
   examples_from = None  # The first set with both cross-modal directions.
@@ -191,13 +219,15 @@ def main(argv: Sequence[str] | None = None) -> int:
       print(f'skipping {path}: no code pair of a direction, or no labels',
             file=sys.stderr)
       continue
-    codes, query_labels, db_labels = loaded
+    codes, query_labels, db_labels, similarity = loaded
     result = suite.evaluate_set(codes, query_labels, db_labels,
-                                options=options, directions=args.directions)
-    sets[set_name(path, args.codes, result['bits'])] = dict(result, file=path)
+                                options=options, directions=args.directions,
+                                similarity=similarity)
+    sets[set_name(path, args.codes, result['bits'], similarity)] = dict(
+        result, file=path)
     if not examples_from and all(f'{m}_{s}' in codes for m in ('image', 'text')
                                  for s in ('query', 'db')):
-      examples_from = (codes, query_labels, db_labels)
+      examples_from = (codes, query_labels, db_labels, similarity)
   if not sets:
     print(f'No code file found under {args.codes!r}.', file=sys.stderr)
     return 1
@@ -212,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Only codes and labels here: items are shown by position and labels.
     from crossmodal_hash.evaluation import examples  # pylint: disable=g-import-not-at-top
     paths.append(os.path.join(out_dir, 'examples.png'))
-    examples.plot_examples(paths[-1], *examples_from)
+    examples.plot_examples(paths[-1], *examples_from[:3],
+                           similarity=examples_from[3])
   print(results['table'])
   print('\nwrote ' + ', '.join(paths))
   return 0

@@ -14,6 +14,22 @@ os.environ['JAX_PLATFORMS'] = os.environ.get('CROSSMODAL_HASH_TEST_PLATFORMS',
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 
+# One persistent compilation cache per test session, empty at its start and
+# removed at its end (subprocesses and pytest-xdist workers inherit it): the
+# resume tests compile the same programs in each of their runs, and a cache
+# hit skips XLA. Results are unchanged (the cached executable is the one XLA
+# built for the same program); set JAX_COMPILATION_CACHE_DIR to choose it.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  import atexit  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(
+      prefix='crossmodal_hash_tests_xla_cache_')
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'],
+                  ignore_errors=True)
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 jax.config.update('jax_num_cpu_devices', 8)

@@ -557,3 +557,16 @@ def test_ndcg_with_tag_sized_label_vectors(db_block):
     np.testing.assert_allclose(qm.ndcg_at_k['index'][i], index, rtol=1e-9)
     np.testing.assert_allclose(qm.ndcg_at_k['tie_aware'][i], tie, rtol=1e-9)
     assert np.all(qm.ndcg_at_k['index'][i] > 0)
+
+
+def test_map_alone_of_long_codes_without_numba(monkeypatch):
+  """128-bit codes give 16-bit sort keys; the NumPy route (no numba) of
+  mAP@all alone reads their relevance bit (it once viewed them as bytes)."""
+  monkeypatch.setattr(precision_sums, 'AVAILABLE', False)
+  qc, dc, ql, dl = _problem(20, 5, 300, 128)
+  qm = ranking.hamming_query_metrics(qc, dc, ql, dl, _AP_ONLY['index'])
+  distances = (qc[:, None, :] != dc[None, :, :]).sum(axis=2)
+  rel = (ql.astype(int) @ dl.T.astype(int)) > 0
+  np.testing.assert_allclose(
+      qm.ap['index'], [_index_ap(list(distances[i]), list(rel[i]))
+                       for i in range(5)], rtol=1e-12, atol=1e-14)

@@ -22,7 +22,10 @@ import pytest
 import conftest
 
 from crossmodal_hash import config_utils
+from crossmodal_hash import encoding
+from crossmodal_hash import evaluate
 from crossmodal_hash import logging_utils
+from crossmodal_hash import run_artifacts
 from crossmodal_hash.data import builtin
 from crossmodal_hash.evaluation import metrics
 from crossmodal_hash.evaluation import report
@@ -98,6 +101,7 @@ def _config(*extra):
   config.bits = DIM
   config.dataset = builtin.synthetic_dataset_config(
       'synthetic_features', num_items=400, num_query=64, num_train=128)
+  config.dataset.num_val = 32  # The periodic evaluation selects on these.
   config.dataset.num_labels = 8
   config.dataset.vocab_size = 200
   config.dataset.feature_dim = 24
@@ -108,7 +112,7 @@ def _config(*extra):
   hp.num_steps = 8
   hp.optimizer = base.optimizer_config(name='adam', learning_rate=1e-2)
   config_utils.add_run_defaults(config, checkpoint_every_passes=1)
-  per_step.add_defaults(config, checkpoint_every_steps=3, log_every_steps=4)
+  per_step.add_defaults(config, checkpoint_every_steps=4, log_every_steps=4)
   config.evals = config_utils.default_evals(real=True)
   config.train.batch_size = 32
   config.train.checkpoint_every_seconds = 0
@@ -144,12 +148,21 @@ def test_a_real_valued_run_selects_by_cosine_map_and_reports_both_tables(
   suite's on the saved codes."""
   config = _config('eval.every_steps=4')
   workdir = str(tmp_path / 'a')
+  with config.unlocked():
+    config.eval.plots = True
   results = per_step.train_and_evaluate(config, workdir)
   maps = [r for r in _records(workdir) if 'eval_map' in r]
   assert [r['step_index'] for r in maps] == [3, 7]
   assert all(set(r['eval_map']) == {'i2t', 't2i', 'i2i', 't2t'} for r in maps)
   assert results['similarity'] == 'cosine' and results['bits'] == DIM
-  assert results['selected_checkpoint']['checkpoint'] in ('best', 'last')
+  # Model selection by the validation split's cosine mAP.
+  assert all(r['query_set'] == 'validation' for r in maps)
+  assert [r['best'] for r in maps][0] is True
+  selected = results['selected_checkpoint']
+  assert selected['checkpoint'] == 'best'
+  best = max(maps, key=lambda r: r['eval_map']['i2t'] + r['eval_map']['t2i'])
+  assert selected['val_map'] == best['eval_map']
+  assert results['query_set'] == 'test'
   eval_dir = os.path.join(workdir, 'eval')
   embeddings = report.load_codes(os.path.join(eval_dir, 'embeddings.npz'))
   codes = report.load_codes(os.path.join(eval_dir, 'codes.npz'))
@@ -173,15 +186,38 @@ def test_a_real_valued_run_selects_by_cosine_map_and_reports_both_tables(
   written = report.read_json(os.path.join(eval_dir, 'evaluation.json'))
   assert 'pr_radius' not in written['sets'][
       f'{NAME.upper()} ({DIM}-d, cosine)']['directions']['i2t']
-  # Killed after step 5 (the last checkpoint at step 3) and resumed.
+  # The plots draw the cosine set too (its PR curve over the top N).
+  for name in ('examples.png', 'pr_curves.png', 'precision_at_n.png',
+               'map.png', 'training_curves.png'):
+    assert os.path.getsize(os.path.join(eval_dir, name)) > 0
+  assert written['sets'][f'{NAME.upper()} ({DIM}-d, cosine)']['directions'][
+      'i2t']['recall_at_n']['n'] == [1, 10, 100]
+  # The user path: the evaluate command line ranks embeddings.npz by cosine
+  # (codes.npz by Hamming); encode refuses the run, saying what works.
+  assert evaluate.main(['--codes', eval_dir, '--no_plots',
+                        '--out', str(tmp_path / 'cli')]) == 0
+  cli = report.read_json(str(tmp_path / 'cli' / 'evaluation.json'))
+  assert cli['map'][f'embeddings ({DIM}-d, cosine)'] == results['map']
+  assert cli['map'][f'codes ({DIM} bits)'] == results['sign_map']
+  run = run_artifacts.load_run(workdir)
+  with pytest.raises(ValueError, match='real-valued embeddings .*'
+                     r'eval/embeddings\.npz'):
+    encoding.write(run, str(tmp_path / 'index'), encoding.run_dataset_items(
+        run.info, 'retrieval', workdir), ['image'])
+  assert not os.path.exists(tmp_path / 'index')
+  # Killed after step 6 (the last checkpoint at step 4) and resumed.
+  with config.unlocked():
+    config.eval.plots = False
   other = str(tmp_path / 'b')
-  assert per_step.train_and_evaluate(config, other, stop_after_steps=5) == {
-      'stopped_at_step': 5}
+  assert per_step.train_and_evaluate(config, other, stop_after_steps=6) == {
+      'stopped_at_step': 6}
   resumed = per_step.train_and_evaluate(config, other)
   chex.assert_trees_all_equal(conftest.latest_checkpoint(workdir)[1],
                               conftest.latest_checkpoint(other)[1])
   assert resumed['map'] == results['map']
   assert resumed['sign_map'] == results['sign_map']
+  eval_maps = lambda w: [r['eval_map'] for r in _records(w) if 'eval_map' in r]
+  assert eval_maps(workdir) == eval_maps(other)
 
 
 def test_encoding_gives_float32_embeddings_and_sign_codes_are_int8():

@@ -23,12 +23,13 @@ Streaming. For a block of B queries (`EvalOptions.query_block`, at most
 * each *sweep* visits every database block, computes its [B, C]
   similarities, drops the items already ranked (at or before the previous
   chunk's last (similarity, index)) and merges the rest into a buffer of the
-  best C + 1 items: a stable sort on -similarity of the buffer followed by
-  the block's candidates, whose indices are all larger, so equal similarities
-  stay in index order. The buffer's first C items are then the next *chunk*
-  of the ranking, in order, with the items and relevant items ranked before
-  it known; its (C+1)-th item tells whether the chunk's last tie group goes
-  on into the next chunk;
+  best C + 1 items, kept in index order (the block's candidates all have
+  larger indices), by a linear-time selection that takes the smallest
+  indices among items tied at the threshold. A stable sort of the buffer on
+  -similarity then gives its first C items as the next *chunk* of the
+  ranking, in order, with the items and relevant items ranked before it
+  known; its (C+1)-th item tells whether the chunk's last tie group goes on
+  into the next chunk;
 * index-order metrics accumulate from each chunk with `ranking`'s block
   accumulators (`ranking.add_index_sums`, the code of the Hamming blocks: the
   chunk is one block whose items all sit at one distance, with the global
@@ -178,10 +179,23 @@ def _row_histograms(values: np.ndarray, bins: int) -> np.ndarray:
   return np.bincount(flat, minlength=b * bins).reshape(b, bins)
 
 
+def _first_true(mask: np.ndarray, width: int) -> np.ndarray:
+  """[B, width] positions of each row's first `width` True entries, in
+  order (then False ones): a stable radix sort of the bools."""
+  return np.argsort(~mask, axis=1, kind='stable')[:, :width]
+
+
 def next_chunk(problem: CosineProblem, qs: slice, cursor_score: np.ndarray,
                cursor_index: np.ndarray, size: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """The `size` items ranked right after each query's cursor (one sweep).
+
+  The buffer of the best `size` items so far is kept in database-index
+  order; each block's candidates (after the cursor, better than the
+  buffer's worst) are appended, and the best `size` of both kept by a
+  selection in O(size + block): the items above the size-th best similarity,
+  then the first (smallest-index) of those equal to it. One stable sort on
+  -similarity of the buffer at the end gives the ranking order.
 
   Args:
     problem: the ranking problem.
@@ -206,26 +220,33 @@ def next_chunk(problem: CosineProblem, qs: slice, cursor_score: np.ndarray,
     after = ((sim < cursor_score[:, None]) |
              ((sim == cursor_score[:, None]) &
               (idx[None, :] > cursor_index[:, None])))
-    # Better than the buffer's last item (an item of equal similarity has a
-    # larger index, so it ranks after it).
-    keep = after & (sim > score[:, -1:])
+    # Better than the buffer's worst (an item of equal similarity has a
+    # larger index, so it ranks after it; -inf while the buffer has room).
+    keep = after & (sim > score.min(axis=1, keepdims=True))
     width = int(keep.sum(axis=1).max())
     if not width:
       continue
-    # The kept items first, in index order (a stable radix sort of bools).
-    pos = np.argsort(~keep, axis=1, kind='stable')[:, :width]
-    cand = np.where(np.take_along_axis(keep, pos, axis=1),
-                    np.take_along_axis(sim, pos, axis=1), -np.inf)
-    merged = np.concatenate([score, cand], axis=1)
-    order = np.argsort(-merged, axis=1, kind='stable')[:, :size]
-    score = np.take_along_axis(merged, order, axis=1)
+    pos = _first_true(keep, width)  # the kept items, in index order
+    merged = np.concatenate([score, np.where(
+        np.take_along_axis(keep, pos, axis=1),
+        np.take_along_axis(sim, pos, axis=1), -np.inf)], axis=1)
+    threshold = -np.partition(-merged, size - 1, axis=1)[:, size - 1:size]
+    above = merged > threshold
+    tied = merged == threshold
+    need = size - above.sum(axis=1, keepdims=True)
+    best = _first_true(above | (tied & (np.cumsum(tied, axis=1) <= need)),
+                       size)
+    score = np.take_along_axis(merged, best, axis=1)
     index = np.take_along_axis(
-        np.concatenate([index, ds.start + pos], axis=1), order, axis=1)
+        np.concatenate([index, ds.start + pos], axis=1), best, axis=1)
     shared = np.take_along_axis(
         np.concatenate([shared, np.take_along_axis(problem.shared(qs, ds),
                                                    pos, axis=1)], axis=1),
-        order, axis=1)
-  return score, index, shared
+        best, axis=1)
+  order = np.argsort(-score, axis=1, kind='stable')
+  return (np.take_along_axis(score, order, axis=1),
+          np.take_along_axis(index, order, axis=1),
+          np.take_along_axis(shared, order, axis=1))
 
 
 @dataclasses.dataclass

@@ -2,7 +2,8 @@
 
 `eval/examples.png` shows, for a few fixed queries of each cross-modal
 direction, the query (its image, or its tags) and its top results by Hamming
-distance (ties in index order, as the headline metrics), each framed green
+distance, or by cosine similarity for real-valued embeddings (ties in index
+order, as the headline metrics), each framed green
 when relevant (shares a label with the query) and red when not. Texts are
 shown as their first tags and label names; for datasets without pixels
 (pre-extracted features) every item is shown by its id and label names.
@@ -21,6 +22,7 @@ from matplotlib import pyplot as plt
 import numpy as np
 
 from crossmodal_hash import file_io
+from crossmodal_hash.evaluation import cosine
 from crossmodal_hash.retrieval import index as index_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -69,19 +71,40 @@ def _cell(ax, pixels: np.ndarray | None, text: str, colour: str,
   ax.set_title(title, fontsize=7, color=colour)
 
 
+def _top(query: np.ndarray, db: np.ndarray, top: int, similarity: str
+        ) -> tuple[np.ndarray, np.ndarray]:
+  """([1, t] database rows, [1, t] distances or similarities) of one query's
+  top t = min(top, N) results, ties in index order."""
+  if similarity == 'hamming':
+    index = index_lib.HammingIndex.from_codes(db)
+    return index.search(query, min(top, len(index)))
+  q = cosine.check_embeddings(query, 'query')
+  d = cosine.check_embeddings(db, 'db')
+  sims = cosine.similarities(q, cosine.inverse_norms(q), d,
+                             cosine.inverse_norms(d))
+  found = np.argsort(-sims, axis=1, kind='stable')[:, :top]
+  return found, np.take_along_axis(sims, found, axis=1)
+
+
+def _score_text(value: float, similarity: str) -> str:
+  return f'd={int(value)}' if similarity == 'hamming' else f's={value:.2f}'
+
+
 def plot_examples(out_png: str | os.PathLike[str], codes: dict[str, np.ndarray],
                   query_labels: np.ndarray, db_labels: np.ndarray, *,
                   data: Any = None, query_rows: np.ndarray | None = None,
                   db_rows: np.ndarray | None = None,
                   vocabulary: Sequence[str] | None = None,
                   label_names: Sequence[str] | None = None,
-                  num_queries: int = 3, top: int = 10) -> None:
+                  num_queries: int = 3, top: int = 10,
+                  similarity: str = 'hamming') -> None:
   """Writes the figure.
 
   Args:
     out_png: the PNG to write.
     codes: 'image_query', 'text_query' [Q, K] and 'image_db', 'text_db'
-      [N, K] in {-1, +1} (a report's codes).
+      [N, K] in {-1, +1} (a report's codes), or real-valued embeddings with
+      `similarity` 'cosine'.
     query_labels: [Q, L] multi-hot; db_labels: [N, L].
     data: the dataset (`types.MultiModalData`; images may be lazy: only the
       shown rows are read), to show images and tags; None shows ids and
@@ -93,6 +116,8 @@ def plot_examples(out_png: str | os.PathLike[str], codes: dict[str, np.ndarray],
     num_queries: queries per direction: evenly spaced over the query set, so
       the same ones in every report of a split.
     top: results per query.
+    similarity: 'hamming' (cells show the distance d) or 'cosine' (the
+      similarity s).
   """
   query_labels, db_labels = np.asarray(query_labels), np.asarray(db_labels)
   query_rows = (np.arange(len(query_labels)) if query_rows is None else
@@ -116,9 +141,8 @@ def plot_examples(out_png: str | os.PathLike[str], codes: dict[str, np.ndarray],
 
   for r, (direction, q) in enumerate(rows):
     _, q_side, db_side = next(x for x in DIRECTIONS if x[0] == direction)
-    index = index_lib.HammingIndex.from_codes(codes[f'{db_side}_db'])
-    found, dist = index.search(codes[f'{q_side}_query'][q:q + 1],
-                               min(top, len(index)))
+    found, dist = _top(codes[f'{q_side}_query'][q:q + 1],
+                       codes[f'{db_side}_db'], top, similarity)
     show(axes[r, 0], q_side, int(query_rows[q]), query_labels[q], _GREY,
          f'{direction[0].upper()}->{direction[2].upper()} query')
     for c in range(top):
@@ -130,7 +154,8 @@ def plot_examples(out_png: str | os.PathLike[str], codes: dict[str, np.ndarray],
       relevant = bool(np.any((db_labels[hit] != 0) & (query_labels[q] != 0)))
       show(ax, db_side, int(db_rows[hit]), db_labels[hit],
            _GREEN if relevant else _RED,
-           f'#{c + 1} d={int(dist[0, c])} {"rel" if relevant else "not"}')
+           f'#{c + 1} {_score_text(dist[0, c], similarity)} '
+           f'{"rel" if relevant else "not"}')
   fig.suptitle('Top results per query: green = relevant (shares a label), '
                'red = not; ties in index order', fontsize=9)
   fig.tight_layout(rect=(0, 0, 1, 0.97))
@@ -141,7 +166,8 @@ def plot_examples(out_png: str | os.PathLike[str], codes: dict[str, np.ndarray],
 
 
 def write_report_examples(out_png: str, codes: dict[str, np.ndarray],
-                          evaluator: Any, dataset_config: Any) -> None:
+                          evaluator: Any, dataset_config: Any, *,
+                          similarity: str = 'hamming') -> None:
   """examples.png of a run's report (`trainers/evaluation_hooks.py`).
 
   Args:
@@ -150,6 +176,7 @@ def write_report_examples(out_png: str, codes: dict[str, np.ndarray],
     evaluator: the trainer's `Evaluator` (its data, query and retrieval
       rows and their labels).
     dataset_config: `config.dataset`, for the vocabulary and label names.
+    similarity: 'hamming', or 'cosine' for real-valued embeddings.
   """
   # Imported here: run_artifacts imports the methods and checkpointing.
   from crossmodal_hash import run_artifacts  # pylint: disable=g-import-not-at-top
@@ -157,4 +184,4 @@ def write_report_examples(out_png: str, codes: dict[str, np.ndarray],
   plot_examples(out_png, codes, evaluator.query_labels, evaluator.db_labels,
                 data=evaluator.data, query_rows=evaluator.query,
                 db_rows=evaluator.retrieval, vocabulary=vocabulary,
-                label_names=label_names)
+                label_names=label_names, similarity=similarity)

@@ -182,20 +182,31 @@ def plot_pr_curves(results: Mapping[str, Any],
 
   One panel per direction, one line per code set (e.g. per bit length); each
   point is a radius r (retrieved = items within distance <= r). Radii where
-  no query's ball is non-empty have no precision and are left out.
+  no query's ball is non-empty have no precision and are left out. A set
+  without a radius curve (real-valued embeddings ranked by cosine) is drawn
+  over its precision@N cutoffs instead: each point the first N items.
 
   Args:
     results: from `suite.assemble` / `suite.evaluate_codes`.
     out_png: the PNG to write.
 
   Returns:
-    Whether a plot was written (False if no code set has a radius curve).
+    Whether a plot was written (False if no code set has a radius curve or
+    a precision@N curve).
   """
   directions, curves = _suite_curves(results, 'pr_radius')
+  # Sets without a radius curve (cosine rankings): over the top N instead.
+  _, top_n = _suite_curves(results, 'recall_at_n')
+  top_n = {name: by_direction for name, by_direction in top_n.items()
+           if name not in curves}
+  directions = [d for d in metrics.DIRECTIONS
+                if d in directions or any(d in c for c in top_n.values())]
   if not directions:
     return False
-  fig, axes = _direction_axes(directions,
-                              'precision-recall over Hamming radii')
+  headline = results['headline']['ties']
+  fig, axes = _direction_axes(
+      directions, 'precision-recall over Hamming radii' +
+      (' (over the top N for cosine rankings)' if top_n else ''))
   for name, by_direction in curves.items():
     for direction, curve in by_direction.items():
       defined = np.asarray(curve['num_defined']) > 0
@@ -203,6 +214,13 @@ def plot_pr_curves(results: Mapping[str, Any],
                            np.asarray(curve['precision'])[defined],
                            marker='o', markersize=2.5, linewidth=1.2,
                            label=name)
+  for name, by_direction in top_n.items():
+    for direction, recall in by_direction.items():
+      precision = results['sets'][name]['directions'][direction][
+          'precision_at_n']
+      axes[direction].plot(recall[headline], precision[headline],
+                           marker='s', markersize=2.5, linewidth=1.2,
+                           label=f'{name} (top N)')
   for direction, ax in axes.items():
     ax.set_title(report.DIRECTION_NAMES.get(direction, direction))
     ax.set_xlabel('recall')

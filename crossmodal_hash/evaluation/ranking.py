@@ -294,11 +294,6 @@ def _hamming_kernel(q, d, ql, dl, qn, dn, shift, *, graded: bool,
   return dist.astype(dist_dtype), key.astype(key_dtype)
 
 
-@functools.partial(jax.jit, static_argnames=('graded',))
-def _label_kernel(ql, dl, qn, dn, *, graded: bool):
-  return _label_overlap(ql, dl, qn, dn, graded)
-
-
 _pack_jit = jax.jit(packing.pack_codes)
 
 
@@ -541,7 +536,7 @@ def _index_rows(dist: np.ndarray, key: np.ndarray, offsets, plan: _Plan,
   mask = (1 << shift) - 1
   order = np.argsort(dist, axis=1, kind='stable')  # radix sort: O(T)
   ranked_key = _take_rows(key, order)
-  if mask == 1:
+  if mask == 1 and ranked_key.dtype.itemsize == 1:  # bytes of 0/1: bools
     hits = np.bitwise_and(ranked_key, 1).view(np.bool_)
   else:
     hits = (ranked_key & mask) != 0

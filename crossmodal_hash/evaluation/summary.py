@@ -6,6 +6,7 @@
    'map': {policy: mAP@all},
    'map_at_k': {'k': [...], 'truncated': [...], 'dcmh': [...]},
    'precision_at_n': {'n': [...], policy: [...]},
+   'recall_at_n': {'n': [...], policy: [...]},   # with precision_at_n
    'ndcg_at_k': {'k': [...], policy: [...]},
    'pr_radius': {'radius', 'precision', 'recall', 'num_defined'}}  # Hamming
 
@@ -53,6 +54,9 @@ DEFINITIONS = {
                      'first M = min(K, R) relevant items of (m / rank of the '
                      'm-th relevant item), wherever they rank; index order',
     'precision_at_n': 'P@N: relevant items among the first N, divided by N',
+    'recall_at_n': 'R@N: relevant items among the first N, divided by all '
+                   'relevant items (0 without any); with P@N, the '
+                   'precision-recall curve over the top N',
     'ndcg_at_k': 'NDCG@K: DCG@K / ideal DCG@K, gain 2^s - 1 for an item '
                  'sharing s labels with the query, discount 1 / log2(1 + '
                  'rank); 0 when the query has no relevant item',
@@ -121,6 +125,14 @@ def summarize(qm: ranking.QueryMetrics, empty: str = 'zero'
   if qm.precision_at:
     out['precision_at_n'] = {'n': list(qm.precision_at)} | {
         p: _mean(v, keep).tolist() for p, v in qm.precision_at_n.items()}
+    # Relevant items among the first N over all relevant items: with P@N,
+    # the precision-recall curve over the top N (cosine rankings have no
+    # radius curve).
+    n_arr = np.asarray(qm.precision_at, dtype=np.float64)[None, :]
+    total = qm.num_relevant[:, None]
+    out['recall_at_n'] = {'n': list(qm.precision_at)} | {
+        p: _mean(np.where(total > 0, v * n_arr / np.maximum(total, 1), 0.0),
+                 keep).tolist() for p, v in qm.precision_at_n.items()}
   if qm.ndcg_k:
     out['ndcg_at_k'] = {'k': list(qm.ndcg_k)} | {
         p: _mean(v, keep).tolist() for p, v in qm.ndcg_at_k.items()}

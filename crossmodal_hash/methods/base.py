@@ -106,8 +106,9 @@ UpdateFn = Callable[[TrainState, Batch, Batch, Step],
 BeginFn = Callable[[TrainState, Batch], TrainState]
 
 # What `Method.outputs` may give per modality: ±1 codes compared by Hamming
-# distance; real-valued embeddings (e.g. cosine retrieval) are for later
-# evaluators.
+# distance; real-valued embeddings compared by cosine similarity (the
+# evaluators 'periodic_cosine_map' and 'final_cosine_report' of
+# trainers/evaluators.py, `config_utils.default_evals(real=True)`).
 OUTPUT_KINDS = ('binary', 'real')
 
 
@@ -131,7 +132,10 @@ class Method(Protocol):
     resumable_keys: its config keys that may change when a run resumes
       (e.g. 'ssah.num_epochs'): see `config_utils.resumable_keys`.
     outputs: {modality: 'binary' or 'real'}: what `encode` gives per
-      modality ('img', 'txt'); a method without it gives ±1 codes of both.
+      modality ('img', 'txt'), the same kind for both; a method without it
+      gives ±1 codes of both. 'real' outputs are [B, D] float32 embeddings
+      of any scale (cosine similarity normalises them), evaluated by the
+      cosine evaluators (`config_utils.default_evals(real=True)`).
     encode_inputs: (optional) {modality: data field} that `encode` reads,
       default {'img': 'image', 'txt': 'text'}; 'image' is normalised first.
     num_steps: (per-step methods) the run's length in batches.

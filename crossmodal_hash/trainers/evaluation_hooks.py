@@ -290,7 +290,7 @@ def final_evaluation(evaluator: Evaluator, params: Any,
   options = suite.options_from_config(config.eval)
   codes = evaluator.codes(params)
   real = output_kind(evaluator.method) == 'real'
-  bits = int(codes['image_query'].shape[1])
+  bits = int(codes['image_query'].shape[1]) if real else config.bits
   method = config.method.upper()
   random_name = f'random codes ({bits} bits)'
   if real:
@@ -300,7 +300,7 @@ def final_evaluation(evaluator: Evaluator, params: Any,
     if config.eval.get('sign_codes', True):
       code_sets[sign_name] = {k: sign_codes(v) for k, v in codes.items()}
   else:
-    name = sign_name = f'{method} ({config.bits} bits)'
+    name = sign_name = f'{method} ({bits} bits)'
     code_sets = {name: codes}
   if config.eval.random_baseline:
     code_sets[random_name] = random_codes(codes, config.seed)
@@ -332,7 +332,8 @@ def final_evaluation(evaluator: Evaluator, params: Any,
     if config.eval.plots:  # eval/examples.png: queries and their top 10.
       from crossmodal_hash.evaluation import examples  # pylint: disable=g-import-not-at-top
       examples.write_report_examples(os.path.join(out, EXAMPLES_NAME), codes,
-                                     evaluator, config.dataset)
+                                     evaluator, config.dataset,
+                                     similarity=results['similarity'])
   results['evaluation'] = evaluation
   return results
 
