@@ -7,9 +7,17 @@ Usage:
 
 The 32 x 32 images go through the small CNN-F ('cnnf_small'), so the
 adversary has its rotation classifier beside the modality classifier; the
-bag-of-words texts through a 1,024-wide ReLU layer. Embeddings of D =
-`bits` = 32 dims, ranked by cosine. 500 validation queries carved out of the
-2,000 training items select the checkpoint (every 500 steps).
+bag-of-words texts through a 1,024-wide ReLU layer; each then 512 ReLU -> D,
+D = `bits` = 32, L2-normalised and ranked by cosine. Adam 1e-3 for both
+networks, label_weight 1, modality_weight and rotation_weight 0.1, 1,000
+steps of 32 (21 passes over the 1,500 training items); 500 validation
+queries carved out of the 2,000 training items select the checkpoint (every
+500 steps). Not tuned: the figures below are of these defaults. Validation
+cosine mAP@all after 500 steps: I->T 0.509, T->I 0.487 (SCAHN's config
+0.616 mean at the same step; random codes 0.387 on the test queries). Each
+step encodes every image twice (as given and rotated), so a step costs about
+twice a one-image method's on the image side: on 2 cores shared with 5 other
+jobs the 1,000 steps took about 40 minutes.
 """
 import ml_collections
 
