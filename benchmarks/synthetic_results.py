@@ -11,8 +11,8 @@ and the Hamming mAP of their embeddings' sign() codes, two rows):
   <out>/synthetic_results.json  every run's four directions, seconds, config
 Reduced runs for a quick look pass config arguments, to every config
 (--config_arg, e.g. smaller datasets) or to one method (--ssah_arg,
---dcmh_arg, --dsmhn_arg, --scahn_arg, --ssal_arg, e.g. fewer epochs or steps). Each
-method runs on its own trainer family (`method.trainer`).
+--dcmh_arg, --dsmhn_arg, --scahn_arg, --ssal_arg, e.g. fewer epochs or
+steps). Each method runs on its own trainer family (`method.trainer`).
 """
 from __future__ import annotations
 

@@ -45,8 +45,8 @@ T->I SSAH 0.7946 / 0.7724, DSMHN 0.7682 at 64) the cosine mAP is above every
 one at 16 and 64 dims in both directions (and the sign() codes at 64 too);
 at 32, T->I is above them all but I->T (0.2787) is below SSAH's 0.2889
 (the trainer's batch order gives 0.2787 where the loop above gave 0.3040:
-I->T moves by 0.025 between two batch orders of the same config). The sign() codes stay below the cosine
-ranking.
+I->T moves by 0.025 between two batch orders of the same config). The
+sign() codes stay below the cosine ranking.
 The modality weight matters little: the modality classifier stays near
 chance (its loss 0.59 to 0.66 against ln 2 = 0.69) at every setting tried.
 """
