@@ -16,6 +16,7 @@ from crossmodal_hash.data import user_files
 from crossmodal_hash.methods import mhtn
 from crossmodal_hash.methods import scahn
 from crossmodal_hash.methods import ssah
+from crossmodal_hash.methods import ssal
 from crossmodal_hash.trainers import per_step
 
 
@@ -148,4 +149,22 @@ def mhtn_small(config: ml_collections.ConfigDict, *, num_steps: int,
   per_step.add_defaults(config, checkpoint_every_steps=500,
                         eval_every_steps=500)
   config.train.batch_size = 64
+  return config
+
+
+def ssal_run(config: ml_collections.ConfigDict,
+             model: ml_collections.ConfigDict, *,
+             num_steps: int) -> ml_collections.ConfigDict:
+  """`config` (from `base`) with SSAL on `model` (its trunks' fields; SSAL's
+  own are added): `num_steps` steps of 32, Adam 1e-3 for both networks,
+  checkpoints and validation every 500 steps; the cosine evaluators (the
+  final report with the sign() codes' Hamming suite beside)."""
+  config.model = ssal.add_model_defaults(model)
+  config.ssal = ssal.default_config()
+  config.ssal.num_steps = num_steps
+  config_utils.add_run_defaults(config, checkpoint_every_passes=1)
+  per_step.add_defaults(config, checkpoint_every_steps=500,
+                        eval_every_steps=500)
+  config.evals = config_utils.default_evals(real=True)
+  config.train.batch_size = 32
   return config

@@ -5,5 +5,6 @@ from crossmodal_hash.methods import mhtn  # pylint: disable=unused-import  # Reg
 from crossmodal_hash.methods import registry
 from crossmodal_hash.methods import scahn  # pylint: disable=unused-import  # Registers 'scahn'.
 from crossmodal_hash.methods import ssah  # pylint: disable=unused-import  # Registers 'ssah'.
+from crossmodal_hash.methods import ssal  # pylint: disable=unused-import  # Registers 'ssal'.
 
 METHODS = registry.METHODS

@@ -154,6 +154,9 @@ class Method(Protocol):
       logical_axis_rules` map them to mesh axes (sharding.py; 'items', the T
       rows of an item-indexed memory, split over `data` by default). A memory
       it does not name, like every param and optimizer state, is replicated.
+    report: (optional) {name: JSON-able value}, the method's statement of
+      choices it made for this run (e.g. SSAL's adversary), written to the
+      final report's metadata under the method's name.
 
   Networks take a `train` flag: True inside updates (dropout on, with
   `Step.rng` as the 'dropout' key; BatchNorm statistics updated and kept in

@@ -542,6 +542,9 @@ class Run:
                 'split_sha256': splits.checksum(self.split),
                 'selected_checkpoint': selected,
                 'relevance': 'shares at least one label'}
+    # A method's own statement of its run (e.g. SSAL: which adversary).
+    if getattr(self.method, 'report', None):
+      metadata[self.config.method] = dict(self.method.report)
     results = {}
     for evaluator in self.evals.values():
       if not evaluator.periodic:
