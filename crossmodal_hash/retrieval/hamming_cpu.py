@@ -131,7 +131,7 @@ def to_tiles(packed: np.ndarray) -> Tiles:
 
 # LLVM's X86 tuning for recent Intel cores prefers 256-bit vectors; the
 # popcount loops here run up to 1.4x faster with 512-bit ones (one VPOPCNTQ
-# does 8 codes), so every function that uses `_popcount` asks for them. On
+# does 8 codes), so every function that uses `_xor_popcount` asks for them. On
 # CPUs without AVX-512 the attribute changes nothing.
 _WIDE_VECTOR_ATTRIBUTES = ('"prefer-vector-width"="512"',
                            '"min-legal-vector-width"="512"')
@@ -150,17 +150,27 @@ def _prefer_wide_vectors(function) -> None:
       set.add(function.attributes, attribute)
 
 
-def _popcount_intrinsic(typingctx, x):  # pylint: disable=unused-argument
-  """llvm.ctpop of an integer, as a signed integer of the same width."""
-  if not isinstance(x, numba_types.Integer):
+def _xor_popcount_intrinsic(typingctx, x, y):  # pylint: disable=unused-argument
+  """popcount(x ^ y) of two integers of one type, at that type's width.
+
+  numba widens `x ^ y` of two uint32 to 64 bits (its integer promotion), which
+  would halve the lanes of a vectorised loop; here the XOR and llvm.ctpop stay
+  at the words' width, and the count is int32 for words of up to 32 bits
+  (VPOPCNTD: 16 codes a 512-bit vector), int64 for uint64 words.
+  """
+  if not isinstance(x, numba_types.Integer) or x != y:
     return None
   out = numba_types.int64 if x.bitwidth == 64 else numba_types.int32
 
   def codegen(context, builder, signature, args):  # pylint: disable=unused-argument
     _prefer_wide_vectors(builder.function)
-    return builder.ctpop(args[0])
+    count = builder.ctpop(builder.xor(args[0], args[1]))
+    target = context.get_value_type(signature.return_type)
+    if count.type.width < target.width:
+      return builder.zext(count, target)
+    return count
 
-  return out(x), codegen
+  return out(x, y), codegen
 
 
 def _item(tile_offset, w, j):
@@ -182,23 +192,23 @@ def _min_distance(query, q, data, tile_offset, words, start, stop):
   """
   if words == 1:
     q0 = query[q, 0]
-    best1 = _popcount(q0 ^ data[_item(tile_offset, 0, start)])
+    best1 = _xor_popcount(q0, data[_item(tile_offset, 0, start)])
     for j in range(start, stop):
-      best1 = min(best1, _popcount(q0 ^ data[_item(tile_offset, 0, j)]))
+      best1 = min(best1, _xor_popcount(q0, data[_item(tile_offset, 0, j)]))
     return best1
   if words == 2:
     q0, q1 = query[q, 0], query[q, 1]
-    best2 = (_popcount(q0 ^ data[_item(tile_offset, 0, start)]) +
-             _popcount(q1 ^ data[_item(tile_offset, 1, start)]))
+    best2 = (_xor_popcount(q0, data[_item(tile_offset, 0, start)]) +
+             _xor_popcount(q1, data[_item(tile_offset, 1, start)]))
     for j in range(start, stop):
-      best2 = min(best2, _popcount(q0 ^ data[_item(tile_offset, 0, j)]) +
-                  _popcount(q1 ^ data[_item(tile_offset, 1, j)]))
+      best2 = min(best2, _xor_popcount(q0, data[_item(tile_offset, 0, j)]) +
+                  _xor_popcount(q1, data[_item(tile_offset, 1, j)]))
     return best2
   best = 1 << 30
   for j in range(start, stop):
     d = 0
     for w in range(words):
-      d += _popcount(query[q, w] ^ data[_item(tile_offset, w, j)])
+      d += _xor_popcount(query[q, w], data[_item(tile_offset, w, j)])
     best = min(best, d)
   return best
 
@@ -208,19 +218,19 @@ def _distances(query, q, data, tile_offset, words, start, stop, out):
   if words == 1:
     q0 = query[q, 0]
     for j in range(start, stop):
-      out[np.uint64(j - start)] = _popcount(q0 ^ data[_item(tile_offset, 0,
+      out[np.uint64(j - start)] = _xor_popcount(q0, data[_item(tile_offset, 0,
                                                             j)])
   elif words == 2:
     q0, q1 = query[q, 0], query[q, 1]
     for j in range(start, stop):
       out[np.uint64(j - start)] = (
-          _popcount(q0 ^ data[_item(tile_offset, 0, j)]) +
-          _popcount(q1 ^ data[_item(tile_offset, 1, j)]))
+          _xor_popcount(q0, data[_item(tile_offset, 0, j)]) +
+          _xor_popcount(q1, data[_item(tile_offset, 1, j)]))
   else:
     for j in range(start, stop):
       d = 0
       for w in range(words):
-        d += _popcount(query[q, w] ^ data[_item(tile_offset, w, j)])
+        d += _xor_popcount(query[q, w], data[_item(tile_offset, w, j)])
       out[np.uint64(j - start)] = d
 
 
@@ -252,14 +262,14 @@ def _min_distance_quad(query, q, data, tile_offset, words, start, stop):
   if words == 1:
     a, b, c, d = query[q, 0], query[q + 1, 0], query[q + 2, 0], query[q + 3, 0]
     x = data[_item(tile_offset, 0, start)]
-    m0, m1 = _popcount(a ^ x), _popcount(b ^ x)
-    m2, m3 = _popcount(c ^ x), _popcount(d ^ x)
+    m0, m1 = _xor_popcount(a, x), _xor_popcount(b, x)
+    m2, m3 = _xor_popcount(c, x), _xor_popcount(d, x)
     for j in range(start, stop):
       x = data[_item(tile_offset, 0, j)]
-      m0 = min(m0, _popcount(a ^ x))
-      m1 = min(m1, _popcount(b ^ x))
-      m2 = min(m2, _popcount(c ^ x))
-      m3 = min(m3, _popcount(d ^ x))
+      m0 = min(m0, _xor_popcount(a, x))
+      m1 = min(m1, _xor_popcount(b, x))
+      m2 = min(m2, _xor_popcount(c, x))
+      m3 = min(m3, _xor_popcount(d, x))
     return m0, m1, m2, m3
   if words == 2:
     a0, a1 = query[q, 0], query[q, 1]
@@ -268,17 +278,17 @@ def _min_distance_quad(query, q, data, tile_offset, words, start, stop):
     d0, d1 = query[q + 3, 0], query[q + 3, 1]
     x0 = data[_item(tile_offset, 0, start)]
     x1 = data[_item(tile_offset, 1, start)]
-    n0 = _popcount(a0 ^ x0) + _popcount(a1 ^ x1)
-    n1 = _popcount(b0 ^ x0) + _popcount(b1 ^ x1)
-    n2 = _popcount(c0 ^ x0) + _popcount(c1 ^ x1)
-    n3 = _popcount(d0 ^ x0) + _popcount(d1 ^ x1)
+    n0 = _xor_popcount(a0, x0) + _xor_popcount(a1, x1)
+    n1 = _xor_popcount(b0, x0) + _xor_popcount(b1, x1)
+    n2 = _xor_popcount(c0, x0) + _xor_popcount(c1, x1)
+    n3 = _xor_popcount(d0, x0) + _xor_popcount(d1, x1)
     for j in range(start, stop):
       x0 = data[_item(tile_offset, 0, j)]
       x1 = data[_item(tile_offset, 1, j)]
-      n0 = min(n0, _popcount(a0 ^ x0) + _popcount(a1 ^ x1))
-      n1 = min(n1, _popcount(b0 ^ x0) + _popcount(b1 ^ x1))
-      n2 = min(n2, _popcount(c0 ^ x0) + _popcount(c1 ^ x1))
-      n3 = min(n3, _popcount(d0 ^ x0) + _popcount(d1 ^ x1))
+      n0 = min(n0, _xor_popcount(a0, x0) + _xor_popcount(a1, x1))
+      n1 = min(n1, _xor_popcount(b0, x0) + _xor_popcount(b1, x1))
+      n2 = min(n2, _xor_popcount(c0, x0) + _xor_popcount(c1, x1))
+      n3 = min(n3, _xor_popcount(d0, x0) + _xor_popcount(d1, x1))
     return n0, n1, n2, n3
   return (_min_distance(query, q, data, tile_offset, words, start, stop),
           _min_distance(query, q + 1, data, tile_offset, words, start, stop),
@@ -489,7 +499,7 @@ def _block_keys_kernel(query, data, words, labels_q, labels_data, label_words,
 
 
 if AVAILABLE:
-  _popcount = numba_extending.intrinsic(_popcount_intrinsic)
+  _xor_popcount = numba_extending.intrinsic(_xor_popcount_intrinsic)
   _inline = lambda fn: numba.njit(inline='always', nogil=True, cache=True)(fn)
   _item = _inline(_item)
   _min_distance = _inline(_min_distance)
