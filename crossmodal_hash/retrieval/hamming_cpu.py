@@ -26,8 +26,8 @@ that moves b down. On random codes, 1M items, k = 100, a few hundred items
 per query enter the buffer. When the database is long, b starts from a
 sample: the k_s-th smallest distance of every `_SAMPLE_STEP`-th tile (k_s
 about 2 k / `_SAMPLE_STEP`), so the full pass touches about 2k candidates
-instead of k log(N / k). If fewer than k items then lie below that starting bound, the
-query is scanned again without it: the result is always exact.
+instead of k log(N / k). If fewer than k items then lie below that starting
+bound, the query is scanned again without it: the result is always exact.
 
 Queries are split into groups of `_QUERY_GROUP` spread over numba's threads
 (`numba.set_num_threads`), handed out one group at a time so that a thread
@@ -179,7 +179,7 @@ def _xor_popcount_intrinsic(typingctx, x, y):  # pylint: disable=unused-argument
 _MASK_LANES = 16  # int32 distances compared by one `_below_mask`.
 
 
-def _below_mask_intrinsic(typingctx, values, pos, bound):  # pylint: disable=unused-argument,line-too-long
+def _below_mask_intrinsic(typingctx, values, pos, bound):  # pylint: disable=unused-argument
   """Bit l set iff values[pos + l] < bound, l < 16, for a 1-D int32 array.
 
   One 512-bit load and compare (VPCMPD into a mask register, then KMOVW) where
@@ -270,8 +270,8 @@ def _distances(query, q, data, tile_offset, words, start, stop, out):
   if words == 1:
     q0 = query[q, 0]
     for j in range(start, stop):
-      out[np.uint64(j - start)] = _xor_popcount(q0, data[_item(tile_offset, 0,
-                                                            j)])
+      out[np.uint64(j - start)] = _xor_popcount(
+          q0, data[_item(tile_offset, 0, j)])
   elif words == 2:
     q0, q1 = query[q, 0], query[q, 1]
     for j in range(start, stop):
