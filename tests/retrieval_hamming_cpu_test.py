@@ -27,7 +27,8 @@ def _check(query, db, *, k, bits):
   np.testing.assert_array_equal(index, ref_index)
 
 
-@pytest.mark.parametrize('bits', [1, 16, 24, 32, 33, 64, 100, 128, 256])
+@pytest.mark.parametrize(
+    'bits', [1, 8, 16, 24, 32, 33, 48, 64, 96, 100, 128, 160, 192, 224, 256])
 def test_random_codes(bits):
   rng = np.random.default_rng(bits)
   # 37 queries: two query groups, the second one partial and not a multiple
@@ -55,6 +56,25 @@ def test_buffer_compaction_on_descending_distances():
                    (np.uint64(1) << ones.astype(np.uint64)) - np.uint64(1))
   db = codes.astype('<u8').view('<u4').reshape(n, 2)
   _check(np.zeros((3, 2), np.uint32), db, k=50, bits=bits)
+
+
+def test_bound_moves_inside_one_mask_vector():
+  """Several candidates among 16 neighbours; b moves down between them.
+
+  Items 0..15 of every 512-item sub have distances 1..16 to the zero query in
+  a shuffled order (one 16-lane mask holds them all): each of them beats the
+  bound when the mask is taken, but once k have entered, only some still beat
+  it when visited. Each sub repeats the distances, so the k-th distance ties.
+  """
+  bits, n = 64, 3000
+  ones = np.zeros(n, np.int64) + 40
+  shuffled = np.random.default_rng(0).permutation(16) + 1
+  for start in range(0, n, 512):
+    ones[start:start + 16] = shuffled
+  codes = (np.uint64(1) << ones.astype(np.uint64)) - np.uint64(1)
+  db = codes.astype('<u8').view('<u4').reshape(n, 2)
+  for k in (1, 3, 20):
+    _check(np.zeros((5, 2), np.uint32), db, k=k, bits=bits)
 
 
 def test_sampled_start_bound_random_and_fallback():

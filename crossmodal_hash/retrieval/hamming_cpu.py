@@ -19,19 +19,22 @@ b, the k-th smallest distance seen so far (items are scanned in index order,
 so a later item at distance b loses its tie and only d < b can enter). The hot
 loop computes the minimum distance of `_SUB` items with vector instructions
 and compares it with b; only when it is below b are the items looked at
-again, in groups of `_GROUP`, and the few candidates appended to a per-query
-buffer, with a histogram over the buffer's distances that moves b down. On
-random 64-bit codes, 1M items, k = 100, about one item in a thousand enters
-the buffer. When the database is long, b starts from a sample: the k_s-th
-smallest distance of every `_SAMPLE_STEP`-th tile (k_s about
-2 k / `_SAMPLE_STEP`), so the full pass touches about 2k candidates instead of
-k log(N / k). If fewer than k items then lie below that starting bound, the
-query is scanned again without it: the result is always exact.
+again: their distances are compared with b 16 at a time into a bit mask
+(`_below_mask`: one VPCMPD), and the set bits, the few candidates, are
+appended to a per-query buffer, with a histogram over the buffer's distances
+that moves b down. On random codes, 1M items, k = 100, a few hundred items
+per query enter the buffer. When the database is long, b starts from a
+sample: the k_s-th smallest distance of every `_SAMPLE_STEP`-th tile (k_s
+about 2 k / `_SAMPLE_STEP`), so the full pass touches about 2k candidates
+instead of k log(N / k). If fewer than k items then lie below that starting
+bound, the query is scanned again without it: the result is always exact.
 
 Queries are split into groups of `_QUERY_GROUP` spread over numba's threads
-(`numba.set_num_threads`); a group walks the database tile by tile, so every
-tile is read from L1/L2 cache once per query of the group. `block_keys` is
-serial: its caller runs query blocks in threads.
+(`numba.set_num_threads`), handed out one group at a time so that a thread
+slowed by other work on a shared machine does not hold the others up. A
+group walks the database tile by tile, so every tile is read from L1/L2
+cache once per query of the group. `block_keys` is serial: its caller runs
+query blocks in threads.
 
 numba is a dependency of the package; `AVAILABLE` is False only where it
 cannot be imported, and callers then use their XLA paths.
@@ -47,14 +50,14 @@ try:
   import numba
   from numba import types as numba_types
   from numba import extending as numba_extending
+  from llvmlite import ir
 except ImportError:  # pragma: no cover - exercised where numba is absent
   numba = None
 
 AVAILABLE = numba is not None
 
 TILE = 1024  # items per tile (8 KiB of 64-bit codes).
-_SUB = 256  # items whose minimum distance is tested against the bound at once.
-_GROUP = 32  # items re-examined together after a hit.
+_SUB = 512  # items whose minimum distance is tested against the bound at once.
 _QUERY_GROUP = 32  # queries that share a pass over the database.
 _SAMPLE_STEP = 16  # the starting bound comes from every 16th tile...
 _MIN_SAMPLE_TILES = 16  # ... when there are at least this many sampled tiles.
@@ -131,7 +134,7 @@ def to_tiles(packed: np.ndarray) -> Tiles:
 
 # LLVM's X86 tuning for recent Intel cores prefers 256-bit vectors; the
 # popcount loops here run up to 1.4x faster with 512-bit ones (one VPOPCNTQ
-# does 8 codes), so every function that uses `_popcount` asks for them. On
+# does 8 codes), so every function that uses `_xor_popcount` asks for them. On
 # CPUs without AVX-512 the attribute changes nothing.
 _WIDE_VECTOR_ATTRIBUTES = ('"prefer-vector-width"="512"',
                            '"min-legal-vector-width"="512"')
@@ -150,17 +153,76 @@ def _prefer_wide_vectors(function) -> None:
       set.add(function.attributes, attribute)
 
 
-def _popcount_intrinsic(typingctx, x):  # pylint: disable=unused-argument
-  """llvm.ctpop of an integer, as a signed integer of the same width."""
-  if not isinstance(x, numba_types.Integer):
+def _xor_popcount_intrinsic(typingctx, x, y):  # pylint: disable=unused-argument
+  """popcount(x ^ y) of two integers of one type, at that type's width.
+
+  numba widens `x ^ y` of two uint32 to 64 bits (its integer promotion), which
+  would halve the lanes of a vectorised loop; here the XOR and llvm.ctpop stay
+  at the words' width, and the count is int32 for words of up to 32 bits
+  (VPOPCNTD: 16 codes a 512-bit vector), int64 for uint64 words.
+  """
+  if not isinstance(x, numba_types.Integer) or x != y:
     return None
   out = numba_types.int64 if x.bitwidth == 64 else numba_types.int32
 
   def codegen(context, builder, signature, args):  # pylint: disable=unused-argument
     _prefer_wide_vectors(builder.function)
-    return builder.ctpop(args[0])
+    count = builder.ctpop(builder.xor(args[0], args[1]))
+    target = context.get_value_type(signature.return_type)
+    if count.type.width < target.width:
+      return builder.zext(count, target)
+    return count
 
-  return out(x), codegen
+  return out(x, y), codegen
+
+
+_MASK_LANES = 16  # int32 distances compared by one `_below_mask`.
+
+
+def _below_mask_intrinsic(typingctx, values, pos, bound):  # pylint: disable=unused-argument
+  """Bit l set iff values[pos + l] < bound, l < 16, for a 1-D int32 array.
+
+  One 512-bit load and compare (VPCMPD into a mask register, then KMOVW) where
+  the CPU has AVX-512. The caller keeps values[pos:pos + 16] inside the array.
+  """
+  if not (isinstance(values, numba_types.Array) and values.ndim == 1 and
+          values.dtype == numba_types.int32 and
+          isinstance(pos, numba_types.Integer) and
+          isinstance(bound, numba_types.Integer)):
+    return None
+
+  def codegen(context, builder, signature, args):
+    _prefer_wide_vectors(builder.function)
+    array = context.make_array(signature.args[0])(context, builder, args[0])
+    lane = ir.IntType(32)
+    vector_type = ir.VectorType(lane, _MASK_LANES)
+    start = context.cast(builder, args[1], signature.args[1], numba_types.intp)
+    pointer = builder.bitcast(builder.gep(array.data, [start]),
+                              vector_type.as_pointer())
+    vector = builder.load(pointer, align=4)
+    limit = context.cast(builder, args[2], signature.args[2],
+                         numba_types.int32)
+    splat = builder.insert_element(ir.Constant(vector_type, ir.Undefined),
+                                   limit, ir.Constant(lane, 0))
+    splat = builder.shuffle_vector(
+        splat, ir.Constant(vector_type, ir.Undefined),
+        ir.Constant(vector_type, [0] * _MASK_LANES))
+    below = builder.icmp_signed('<', vector, splat)
+    bits = builder.bitcast(below, ir.IntType(_MASK_LANES))
+    return builder.zext(bits, ir.IntType(64))
+
+  return numba_types.uint64(values, pos, bound), codegen
+
+
+def _trailing_zeros_intrinsic(typingctx, x):  # pylint: disable=unused-argument
+  """Index of the lowest set bit of a nonzero uint64 (TZCNT)."""
+  if x != numba_types.uint64:
+    return None
+
+  def codegen(context, builder, signature, args):  # pylint: disable=unused-argument
+    return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+
+  return numba_types.uint64(x), codegen
 
 
 def _item(tile_offset, w, j):
@@ -182,23 +244,23 @@ def _min_distance(query, q, data, tile_offset, words, start, stop):
   """
   if words == 1:
     q0 = query[q, 0]
-    best1 = _popcount(q0 ^ data[_item(tile_offset, 0, start)])
+    best1 = _xor_popcount(q0, data[_item(tile_offset, 0, start)])
     for j in range(start, stop):
-      best1 = min(best1, _popcount(q0 ^ data[_item(tile_offset, 0, j)]))
+      best1 = min(best1, _xor_popcount(q0, data[_item(tile_offset, 0, j)]))
     return best1
   if words == 2:
     q0, q1 = query[q, 0], query[q, 1]
-    best2 = (_popcount(q0 ^ data[_item(tile_offset, 0, start)]) +
-             _popcount(q1 ^ data[_item(tile_offset, 1, start)]))
+    best2 = (_xor_popcount(q0, data[_item(tile_offset, 0, start)]) +
+             _xor_popcount(q1, data[_item(tile_offset, 1, start)]))
     for j in range(start, stop):
-      best2 = min(best2, _popcount(q0 ^ data[_item(tile_offset, 0, j)]) +
-                  _popcount(q1 ^ data[_item(tile_offset, 1, j)]))
+      best2 = min(best2, _xor_popcount(q0, data[_item(tile_offset, 0, j)]) +
+                  _xor_popcount(q1, data[_item(tile_offset, 1, j)]))
     return best2
   best = 1 << 30
   for j in range(start, stop):
     d = 0
     for w in range(words):
-      d += _popcount(query[q, w] ^ data[_item(tile_offset, w, j)])
+      d += _xor_popcount(query[q, w], data[_item(tile_offset, w, j)])
     best = min(best, d)
   return best
 
@@ -208,19 +270,19 @@ def _distances(query, q, data, tile_offset, words, start, stop, out):
   if words == 1:
     q0 = query[q, 0]
     for j in range(start, stop):
-      out[np.uint64(j - start)] = _popcount(q0 ^ data[_item(tile_offset, 0,
-                                                            j)])
+      out[np.uint64(j - start)] = _xor_popcount(
+          q0, data[_item(tile_offset, 0, j)])
   elif words == 2:
     q0, q1 = query[q, 0], query[q, 1]
     for j in range(start, stop):
       out[np.uint64(j - start)] = (
-          _popcount(q0 ^ data[_item(tile_offset, 0, j)]) +
-          _popcount(q1 ^ data[_item(tile_offset, 1, j)]))
+          _xor_popcount(q0, data[_item(tile_offset, 0, j)]) +
+          _xor_popcount(q1, data[_item(tile_offset, 1, j)]))
   else:
     for j in range(start, stop):
       d = 0
       for w in range(words):
-        d += _popcount(query[q, w] ^ data[_item(tile_offset, w, j)])
+        d += _xor_popcount(query[q, w], data[_item(tile_offset, w, j)])
       out[np.uint64(j - start)] = d
 
 
@@ -252,14 +314,14 @@ def _min_distance_quad(query, q, data, tile_offset, words, start, stop):
   if words == 1:
     a, b, c, d = query[q, 0], query[q + 1, 0], query[q + 2, 0], query[q + 3, 0]
     x = data[_item(tile_offset, 0, start)]
-    m0, m1 = _popcount(a ^ x), _popcount(b ^ x)
-    m2, m3 = _popcount(c ^ x), _popcount(d ^ x)
+    m0, m1 = _xor_popcount(a, x), _xor_popcount(b, x)
+    m2, m3 = _xor_popcount(c, x), _xor_popcount(d, x)
     for j in range(start, stop):
       x = data[_item(tile_offset, 0, j)]
-      m0 = min(m0, _popcount(a ^ x))
-      m1 = min(m1, _popcount(b ^ x))
-      m2 = min(m2, _popcount(c ^ x))
-      m3 = min(m3, _popcount(d ^ x))
+      m0 = min(m0, _xor_popcount(a, x))
+      m1 = min(m1, _xor_popcount(b, x))
+      m2 = min(m2, _xor_popcount(c, x))
+      m3 = min(m3, _xor_popcount(d, x))
     return m0, m1, m2, m3
   if words == 2:
     a0, a1 = query[q, 0], query[q, 1]
@@ -268,17 +330,17 @@ def _min_distance_quad(query, q, data, tile_offset, words, start, stop):
     d0, d1 = query[q + 3, 0], query[q + 3, 1]
     x0 = data[_item(tile_offset, 0, start)]
     x1 = data[_item(tile_offset, 1, start)]
-    n0 = _popcount(a0 ^ x0) + _popcount(a1 ^ x1)
-    n1 = _popcount(b0 ^ x0) + _popcount(b1 ^ x1)
-    n2 = _popcount(c0 ^ x0) + _popcount(c1 ^ x1)
-    n3 = _popcount(d0 ^ x0) + _popcount(d1 ^ x1)
+    n0 = _xor_popcount(a0, x0) + _xor_popcount(a1, x1)
+    n1 = _xor_popcount(b0, x0) + _xor_popcount(b1, x1)
+    n2 = _xor_popcount(c0, x0) + _xor_popcount(c1, x1)
+    n3 = _xor_popcount(d0, x0) + _xor_popcount(d1, x1)
     for j in range(start, stop):
       x0 = data[_item(tile_offset, 0, j)]
       x1 = data[_item(tile_offset, 1, j)]
-      n0 = min(n0, _popcount(a0 ^ x0) + _popcount(a1 ^ x1))
-      n1 = min(n1, _popcount(b0 ^ x0) + _popcount(b1 ^ x1))
-      n2 = min(n2, _popcount(c0 ^ x0) + _popcount(c1 ^ x1))
-      n3 = min(n3, _popcount(d0 ^ x0) + _popcount(d1 ^ x1))
+      n0 = min(n0, _xor_popcount(a0, x0) + _xor_popcount(a1, x1))
+      n1 = min(n1, _xor_popcount(b0, x0) + _xor_popcount(b1, x1))
+      n2 = min(n2, _xor_popcount(c0, x0) + _xor_popcount(c1, x1))
+      n3 = min(n3, _xor_popcount(d0, x0) + _xor_popcount(d1, x1))
     return n0, n1, n2, n3
   return (_min_distance(query, q, data, tile_offset, words, start, stop),
           _min_distance(query, q + 1, data, tile_offset, words, start, stop),
@@ -290,23 +352,28 @@ def _examine(query, q0, q, b, data, tile_offset, words, start, stop, item_base,
              k, below, size, hist, buf_dist, buf_index, scratch):
   """Buffers query q's items start..stop-1 (of one tile) with d < b.
 
-  Called when the minimum distance of the items is below b; re-examines them
-  in groups of `_GROUP`. Returns the new bound.
+  Called when the minimum distance of the items is below b. Their distances
+  go to `scratch` (int32, at least stop - start rounded up to 16 entries);
+  vector compares with b give a bit mask per 16 items, and only the set bits
+  are visited (in index order). Returns the new bound.
   """
   cap = buf_dist.shape[1]
-  for g in range(start, stop, _GROUP):
-    ge = min(stop, g + _GROUP)
-    if _min_distance(query, q0 + q, data, tile_offset, words, g, ge) >= b:
-      continue
-    _distances(query, q0 + q, data, tile_offset, words, g, ge, scratch)
-    for j in range(g, ge):
-      d = scratch[j - g]
-      if d < b:
+  count = stop - start
+  _distances(query, q0 + q, data, tile_offset, words, start, stop, scratch)
+  for j in range(count, -(-count // _MASK_LANES) * _MASK_LANES):
+    scratch[j] = 1 << 30  # never below b
+  for g in range(0, count, _MASK_LANES):
+    mask = _below_mask(scratch, g, b)
+    while mask:
+      j = g + _trailing_zeros(mask)
+      mask &= mask - np.uint64(1)
+      d = scratch[j]
+      if d < b:  # b may have moved down since the mask was taken.
         if size[q] == cap:
           _compact(q, b, below, k, size, hist, buf_dist, buf_index)
         c = size[q]
         buf_dist[q, c] = d
-        buf_index[q, c] = item_base + j
+        buf_index[q, c] = item_base + start + j
         size[q] = c + 1
         hist[q, d] += 1
         n_below = below[q] + 1
@@ -384,7 +451,7 @@ def _topk_kernel(query, data, num_items, words, k, bits, out_index,
   k_sample = int(np.ceil(_SAMPLE_OVERSHOOT * k / _SAMPLE_STEP))
   use_sample = (sampled_tiles >= _MIN_SAMPLE_TILES and
                 k_sample * _SAMPLE_STEP < num_items)
-  cap = 4 * k + _GROUP
+  cap = 4 * k
   for g in numba.prange(num_groups):  # pylint: disable=not-an-iterable
     q0 = g * _QUERY_GROUP
     nq = min(num_q, q0 + _QUERY_GROUP) - q0
@@ -394,7 +461,7 @@ def _topk_kernel(query, data, num_items, words, k, bits, out_index,
     hist = np.empty((nq, bits + 2), np.int64)
     buf_dist = np.empty((nq, cap), np.int32)
     buf_index = np.empty((nq, cap), np.int32)
-    scratch = np.empty(_GROUP, np.int64)
+    scratch = np.empty(-(-_SUB // _MASK_LANES) * _MASK_LANES, np.int32)
     start = np.full(nq, bits + 1, np.int64)
     if use_sample:
       for q in range(nq):
@@ -489,7 +556,9 @@ def _block_keys_kernel(query, data, words, labels_q, labels_data, label_words,
 
 
 if AVAILABLE:
-  _popcount = numba_extending.intrinsic(_popcount_intrinsic)
+  _xor_popcount = numba_extending.intrinsic(_xor_popcount_intrinsic)
+  _below_mask = numba_extending.intrinsic(_below_mask_intrinsic)
+  _trailing_zeros = numba_extending.intrinsic(_trailing_zeros_intrinsic)
   _inline = lambda fn: numba.njit(inline='always', nogil=True, cache=True)(fn)
   _item = _inline(_item)
   _min_distance = _inline(_min_distance)
@@ -546,8 +615,13 @@ def topk(query: np.ndarray, tiles: Tiles, *, k: int, bits: int
   out_dist = np.empty((num_q, k), np.int32)
   if num_q:
     with _TOPK_LOCK:  # one search at a time; each uses all of numba's threads
-      _topk_kernel(query, tiles.data, tiles.num_items, tiles.num_words, k,
-                   bits, out_index, out_dist)
+      # Dynamic scheduling: each thread takes the next query group when done.
+      chunk_size = numba.set_parallel_chunksize(1)
+      try:
+        _topk_kernel(query, tiles.data, tiles.num_items, tiles.num_words, k,
+                     bits, out_index, out_dist)
+      finally:
+        numba.set_parallel_chunksize(chunk_size)
   return out_index, out_dist
 
 
