@@ -97,6 +97,24 @@ def pytest_collection_modifyitems(config, items):
       item.add_marker(skip)
 
 
+def killed_and_resumed(config, tmp_path, *, stop_after_steps=5):
+  """A per-step run straight through (in tmp_path/a) and one stopped after
+  `stop_after_steps` steps, then resumed (in tmp_path/b).
+
+  Returns:
+    (straight results, resumed results, (step, state) of a's latest
+    checkpoint, b's latest state).
+  """
+  from crossmodal_hash.trainers import per_step  # pylint: disable=g-import-not-at-top
+  straight = per_step.train_and_evaluate(config, str(tmp_path / 'a'))
+  assert per_step.train_and_evaluate(
+      config, str(tmp_path / 'b'), stop_after_steps=stop_after_steps) == {
+          'stopped_at_step': stop_after_steps}
+  resumed = per_step.train_and_evaluate(config, str(tmp_path / 'b'))
+  _, b = latest_checkpoint(str(tmp_path / 'b'))
+  return straight, resumed, latest_checkpoint(str(tmp_path / 'a')), b
+
+
 @pytest.fixture(name='tiny_config')
 def _tiny_config():
   """Builds a tiny SSAH synthetic config: tiny_config('bits=32', ...)."""

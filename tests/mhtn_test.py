@@ -256,13 +256,8 @@ def _tiny_config(*extra):
 
 def _resume_matches(tmp_path, *extra):
   config = _tiny_config(*extra)
-  straight = per_step.train_and_evaluate(config, str(tmp_path / 'a'))
-  assert per_step.train_and_evaluate(
-      config, str(tmp_path / 'b'), stop_after_steps=5) == {
-          'stopped_at_step': 5}
-  resumed = per_step.train_and_evaluate(config, str(tmp_path / 'b'))
-  step, a = conftest.latest_checkpoint(str(tmp_path / 'a'))
-  _, b = conftest.latest_checkpoint(str(tmp_path / 'b'))
+  straight, resumed, (step, a), b = conftest.killed_and_resumed(config,
+                                                                tmp_path)
   assert step == 8 and int(a['step']) == 8
   assert 'batch_stats' in a['mutable']['net']
   chex.assert_trees_all_equal(a, b)

@@ -249,13 +249,8 @@ def test_a_killed_run_resumes_exactly(tmp_path):
   run's bit for bit, and so do the codes' mAP."""
   import scahn_synthetic  # pylint: disable=g-import-not-at-top
   config = scahn_synthetic.get_config(_TINY_RUN)
-  straight = per_step.train_and_evaluate(config, str(tmp_path / 'a'))
-  assert per_step.train_and_evaluate(
-      config, str(tmp_path / 'b'), stop_after_steps=5) == {
-          'stopped_at_step': 5}
-  resumed = per_step.train_and_evaluate(config, str(tmp_path / 'b'))
-  step, a = conftest.latest_checkpoint(str(tmp_path / 'a'))
-  _, b = conftest.latest_checkpoint(str(tmp_path / 'b'))
+  straight, resumed, (step, a), b = conftest.killed_and_resumed(config,
+                                                                tmp_path)
   assert step == 8 and int(a['step']) == 16
   assert int(a['memory']['queue_t2t_pointer']) == (8 * 32) % 64
   assert 'step_codes_img' not in a['memory']  # Rewritten before it is read.

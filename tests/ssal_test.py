@@ -429,13 +429,8 @@ def test_a_killed_run_resumes_exactly(tmp_path, inputs):
   extra = (('dataset.name=synthetic_features', 'dataset.feature_dim=24') +
            _FEATURE_MODEL if inputs == 'features' else ())
   config = _config(_TINY_RUN, *extra)
-  straight = per_step.train_and_evaluate(config, str(tmp_path / 'a'))
-  assert per_step.train_and_evaluate(
-      config, str(tmp_path / 'b'), stop_after_steps=5) == {
-          'stopped_at_step': 5}
-  resumed = per_step.train_and_evaluate(config, str(tmp_path / 'b'))
-  step, a = conftest.latest_checkpoint(str(tmp_path / 'a'))
-  _, b = conftest.latest_checkpoint(str(tmp_path / 'b'))
+  straight, resumed, (step, a), b = conftest.killed_and_resumed(config,
+                                                                tmp_path)
   assert step == 8 and int(a['step']) == 16
   assert 'step_emb_img' not in a['memory']  # Rewritten before it is read.
   chex.assert_trees_all_equal(a, b)
