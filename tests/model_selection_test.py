@@ -71,6 +71,8 @@ def test_best_checkpoint_is_the_best_validation_evaluation(run):
   assert selected['checkpoint'] == 'best'
   assert selected['pass'] == record['pass']
   assert 'validation mAP@all' in selected['why']
+  assert f"after pass {record['pass']} of 10 (evaluated every 2 passes" in (
+      selected['why'])
   with open(os.path.join(workdir, 'eval', 'evaluation.json')) as f:
     report = json.load(f)
   assert report['selected_checkpoint'] == selected

@@ -95,7 +95,7 @@ def describe(record: dict[str, Any] | None, num_passes: int,
   `unit` is the run's: 'passes' (the record's 'pass' counts passes) or
   'steps' (the per-step family, whose record counts steps).
   """
-  one = unit[:-1]
+  one = {'passes': 'pass', 'steps': 'step'}[unit]
   if record is None:
     return {'checkpoint': 'last', 'pass': num_passes,
             'why': 'no validation split (config.dataset.num_val = 0) or no '
