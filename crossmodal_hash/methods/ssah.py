@@ -179,9 +179,9 @@ class SSAH(common.PretrainedImageTrunk):
     self.bits = config.bits
     self.semantic_dim = model.semantic_dim
     if self.hp.schedule == 'official':
-      self.updates = {'lab': self.update_lab, 'dis': self.update_dis,
-                      'img': self.update_img, 'txt': self.update_txt}
-      self.updates = {n: self.updates[n] for n in self.networks}
+      updates = {'lab': self.update_lab, 'dis': self.update_dis,
+                 'img': self.update_img, 'txt': self.update_txt}
+      self.updates = {n: updates[n] for n in self.networks}
     else:
       self.updates = {'all': self.update_interleaved}
     # The data fields each update reads: LabNet and TxtNet passes read no
