@@ -4,7 +4,9 @@ r"""Command line: evaluate saved hash codes with the full metric suite.
   python -m crossmodal_hash.evaluate --codes runs --out reports/all \
       --ties tie_aware,index --empty skip --top_k 100,1000
 
---codes is a `.npz` file or a directory searched recursively for them. Each
+--codes is a `.npz` file or a directory searched recursively for them, on the
+local disk or in object storage (`--codes gs://bucket/runs/ssah_64/eval`: every
+read and write goes through etils.epath, `file_io`). Each
 file is one code set as `report.save_codes` writes it (the trainer's
 `<workdir>/eval/codes.npz`): ±1 codes 'image_query', 'text_query',
 'image_db', 'text_db' (any subset that forms a direction) and labels
@@ -33,6 +35,7 @@ import zipfile
 import numpy as np
 
 from crossmodal_hash import cli
+from crossmodal_hash import file_io
 from crossmodal_hash.evaluation import ranking
 from crossmodal_hash.evaluation import report
 from crossmodal_hash.evaluation import suite
@@ -91,16 +94,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def find_code_files(path: str) -> list[str]:
-  """The .npz files at `path` (a file, or a directory searched recursively)."""
-  if os.path.isfile(path):
+  """The .npz files at `path` (a file, or a directory searched recursively;
+  local, or an object-store path such as gs://... through `file_io`)."""
+  if file_io.isfile(path):
     return [path]
-  if not os.path.isdir(path):
+  if not file_io.isdir(path):
     raise FileNotFoundError(f'--codes {path!r}: no such file or directory.')
   found = []
-  for root, dirs, files in os.walk(path):
-    dirs.sort()
-    found += [os.path.join(root, f) for f in sorted(files)
-              if f.endswith('.npz')]
+  for name in sorted(file_io.listdir(path)):
+    child = os.path.join(path, name)
+    if file_io.isdir(child):
+      found += find_code_files(child)
+    elif name.endswith('.npz'):
+      found.append(child)
   return found
 
 
@@ -190,7 +196,7 @@ def set_name(path: str, root: str, bits: int,
              similarity: str = 'hamming') -> str:
   """A display name: the file's path below --codes, and its bit length (or
   embedding size)."""
-  base = root if os.path.isdir(root) else os.path.dirname(root)
+  base = root if file_io.isdir(root) else os.path.dirname(root)
   rel = os.path.relpath(path, base)
   stem = rel[:-len('.npz')] if rel.endswith('.npz') else rel
   return (f'{stem} ({bits}-d, cosine)' if similarity == 'cosine' else
@@ -205,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       query_block=args.query_block, db_block=args.db_block,
       cosine_block=args.cosine_block, num_threads=args.num_threads)
   sets = {}
-  single_file = os.path.isfile(args.codes)
+  single_file = file_io.isfile(args.codes)
   examples_from = None  # The first set with both cross-modal directions.
   for path in find_code_files(args.codes):
     try:
@@ -231,11 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   if not sets:
     print(f'No code file found under {args.codes!r}.', file=sys.stderr)
     return 1
+  codes_path = file_io.absolute(args.codes)
   out_dir = args.out or os.path.join(
-      args.codes if os.path.isdir(args.codes) else
-      os.path.dirname(os.path.abspath(args.codes)), 'evaluate')
+      codes_path if file_io.isdir(codes_path) else
+      os.path.dirname(codes_path), 'evaluate')
   results = suite.assemble(sets, options,
-                           {'codes': os.path.abspath(args.codes),
+                           {'codes': codes_path,
                             'created': time.strftime('%Y-%m-%dT%H:%M:%S')})
   paths = suite.write_outputs(results, out_dir, plots=not args.no_plots)
   if examples_from and not args.no_plots:

@@ -51,6 +51,10 @@ def isfile(p: PathLike) -> bool:
   return path(p).is_file()
 
 
+def isdir(p: PathLike) -> bool:
+  return path(p).is_dir()
+
+
 def makedirs(p: PathLike) -> None:
   """Creates folder `p` and its parents (nothing if it exists)."""
   path(p).mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import pytest
 
 from crossmodal_hash import cli
 from crossmodal_hash import encoding
+from crossmodal_hash import evaluate
 from crossmodal_hash import data as data_lib  # Registers the datasets.
 from crossmodal_hash import file_io
 from crossmodal_hash import logging_utils
@@ -148,6 +149,24 @@ def test_run_record_report_and_plots_in_object_storage(gcs, tiny_config):
   report.save_codes(f'{RUN}/eval/codes.npz', **codes, query_labels=labels_q)
   np.testing.assert_array_equal(
       report.load_codes(f'{RUN}/eval/codes.npz')['image_db'], codes['image_db'])
+
+
+def test_evaluate_cli_reads_and_writes_object_storage(gcs, capsys):
+  rng = np.random.default_rng(2)
+  labels_q, labels_db = rng.integers(0, 2, (6, 3)), rng.integers(0, 2, (25, 3))
+  for name, bits in (('a/codes.npz', 8), ('b/codes.npz', 16)):
+    report.save_codes(f'{RUN}/eval/{name}', query_labels=labels_q,
+                      retrieval_labels=labels_db, **{
+                          k: np.where(rng.standard_normal((n, bits)) >= 0,
+                                      1, -1)
+                          for k, n in (('image_query', 6), ('text_db', 25))})
+  assert evaluate.find_code_files(f'{RUN}/eval') == [
+      f'{RUN}/eval/a/codes.npz', f'{RUN}/eval/b/codes.npz']
+  assert evaluate.main(['--codes', f'{RUN}/eval', '--no_plots']) == 0
+  written = report.read_json(f'{RUN}/eval/evaluate/evaluation.json')
+  assert written['codes'] == f'{RUN}/eval'
+  assert sorted(written['map']) == ['a/codes (8 bits)', 'b/codes (16 bits)']
+  assert 'I->T' in capsys.readouterr().out
 
 
 def test_index_files_in_object_storage(gcs):
