@@ -321,6 +321,8 @@ def load_run(workdir: str, *, checkpoint: int | None = None,
                      f'(differing keys: {", ".join(different[:5])}).')
     method = method_registry.METHODS.get(info.config.method)(
         info.config, num_labels=info.num_labels, text_dim=info.text_dim)
+    # As the trainer saved it (harness.py): without the write-only memories.
+    checkpointer.unsaved_memories = getattr(method, 'unsaved_memories', ())
     state, _ = checkpointer.restore(number,
                                     _abstract_state(method, info, mesh))
   finally:

@@ -19,7 +19,10 @@ top k with a second `lax.top_k` over the concatenation [running | block].
 `lax.top_k` puts equal values in position order, and every position of the
 running list holds a smaller database index than any of the block's, so the
 merge keeps the (-similarity, index) order exactly. Memory is O(query_batch
-x block_size + query_batch x k) whatever N.
+x block_size + query_batch x k) whatever N. The last query batch is padded
+with zero rows rather than shrunk, so every matrix product has one shape and
+a query gets bit-identical similarities whatever else it is searched with
+(`serve`'s batches and `search`'s single queries agree).
 
 With a mesh, the database is split into equal contiguous shards over
 `mesh[axis]` (as the Hamming search, `sharded.py`); each device runs the
@@ -216,7 +219,10 @@ def search_prepared(query, database: Database, *, k: int,
   if query_batch is None:
     query_batch = (CPU_QUERY_BATCH if jax.default_backend() == 'cpu' else
                    ACCELERATOR_QUERY_BATCH)
-  batch = max(1, min(int(query_batch), len(query)))
+  # Never shrunk to Q: every step multiplies a [query_batch, D] tile, so a
+  # query's similarities do not depend on the call's other queries (a
+  # matrix product of another shape may round differently).
+  batch = max(1, int(query_batch))
   num_items = jnp.int32(database.num_items)
   if database.mesh is None:
     out = _search_one(jnp.asarray(query), database.blocks, num_items, k=k,
