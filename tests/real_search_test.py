@@ -3,9 +3,11 @@
 A tiny SSAL run (feature inputs, 4 steps) is encoded into cosine index files;
 the Engine (what `search` and `serve` run) is checked against a float64 NumPy
 brute force over the run's own evaluation embeddings, `search` on the command
-line and the service's JSON API (in a thread, over HTTP on 127.0.0.1) against
-the Engine; `--sign_codes` gives the Hamming index of the sign() codes, which
-equal the run's eval/codes.npz; mixing kinds is refused naming the file.
+line (slow) and the service's JSON API (in a thread, over HTTP on 127.0.0.1)
+against the Engine; `--sign_codes` gives the Hamming index of the sign()
+codes, which equal the run's eval/codes.npz; mixing kinds is refused naming
+the file. A tiny MHTN run (BatchNorm statistics in its state) goes the same
+way (slow).
 """
 import json
 import os
@@ -149,6 +151,7 @@ def test_sign_codes_give_a_hamming_index_and_kinds_do_not_mix(
     engine_lib.Engine(run, str(mixed))
 
 
+@pytest.mark.slow  # A subprocess: JAX and the run restored again (~5 s).
 def test_search_command_line_on_a_cosine_index(indexed, workdir):
   _, out, engine = indexed
   tag = engine.info.label_names[2]
@@ -210,3 +213,41 @@ def test_service_json_api_on_a_cosine_index(indexed):
   finally:
     server.should_exit = True
     thread.join(timeout=30)
+
+
+@pytest.mark.slow  # A second training run (~30 s).
+def test_an_mhtn_run_is_encoded_and_searched_by_cosine(tmp_path):
+  import mhtn_synthetic  # pylint: disable=g-import-not-at-top
+  config = mhtn_synthetic.get_config(','.join([
+      'dataset.num_items=300', 'dataset.num_query=40',
+      'dataset.num_train=128', 'dataset.num_val=0', 'dataset.num_labels=8',
+      'dataset.vocab_size=200', 'dataset.feature_dim=24',
+      'source_dataset.num_items=48', 'source_dataset.num_labels=5',
+      'source_dataset.feature_dim=24', 'source_dataset.batch_size=16',
+      'model.stem_widths=32;24', 'model.semantic_widths=32;16',
+      'model.bottleneck=16', 'model.discriminator_hidden=16;8',
+      'mhtn.num_steps=3', 'mhtn.embedding=centered_softmax',
+      'train.batch_size=32', 'train.checkpoint_every_steps=3',
+      'train.checkpoint_every_seconds=0', 'train.progress=false',
+      'eval.every_steps=0', 'eval.batch_size=32', 'eval.plots=false',
+      'eval.random_baseline=false']))
+  workdir = str(tmp_path / 'run')
+  per_step.train_and_evaluate(config, workdir)
+  run = run_artifacts.load_run(workdir)
+  out = str(tmp_path / 'index')
+  encoding.write(run, out, encoding.run_dataset_items(run.info, 'retrieval',
+                                                      workdir),
+                 ['image', 'text'])
+  engine = engine_lib.Engine(run, out)
+  saved = report.load_codes(os.path.join(workdir, 'eval', 'embeddings.npz'))
+  num_labels = saved['text_db'].shape[1]
+  assert engine.kind == 'cosine' and engine.dim == num_labels
+  np.testing.assert_allclose(engine.indexes['text'].embeddings,
+                             cosine.normalize(saved['text_db']), atol=1e-6)
+  bow = engine.text_inputs([engine.info.label_names[3]])
+  [answer] = engine.query('text', bow, k=20)
+  want, sims = cosine.numpy_topk(engine.encode('text', bow),
+                                 engine.indexes['image'].embeddings, k=20)
+  assert [r['index'] for r in answer] == want[0].tolist()
+  np.testing.assert_allclose([r['similarity'] for r in answer], sims[0],
+                             atol=1e-5)
