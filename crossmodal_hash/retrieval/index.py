@@ -123,14 +123,14 @@ def _check_padding(packed: np.ndarray, bits: int) -> bool:
   return not np.any(packed[:, -1] >> np.uint32(bits % 32))
 
 
-def _ids(ids, size: int, count: int) -> list[str]:
+def _ids(ids, size: int, count: int, what: str) -> list[str]:
   """[count] id strings for rows size..size+count-1 (default: their
-  indices), checked."""
+  indices), checked; `what` names the rows in errors."""
   if ids is None:
     ids = [str(i) for i in range(size, size + count)]
   ids = [str(i) for i in ids]
   if len(ids) != count:
-    raise ValueError(f'{count} rows but {len(ids)} ids.')
+    raise ValueError(f'{count} {what} but {len(ids)} ids.')
   if any('\n' in i for i in ids):
     raise ValueError('An id must not contain a newline.')
   return ids
@@ -314,7 +314,7 @@ class HammingIndex:
                        f'got {packed.dtype} {packed.shape}.')
     if not _check_padding(packed, self.bits):
       raise ValueError(f'Packed codes have bits set past bit {self.bits}.')
-    self._ids.extend(_ids(ids, self._size, len(packed)))
+    self._ids.extend(_ids(ids, self._size, len(packed), 'codes'))
     if packed.shape[0]:
       self._parts.append(np.array(packed, np.uint32))
       self._size += packed.shape[0]
@@ -496,7 +496,7 @@ class CosineIndex:
     if embeddings.shape[1] != self.dim:
       raise ValueError(f'{self._name()} holds {self.dim}-d embeddings; got '
                        f'{embeddings.shape[1]}-d ones.')
-    self._ids.extend(_ids(ids, self._size, len(embeddings)))
+    self._ids.extend(_ids(ids, self._size, len(embeddings), 'embeddings'))
     if len(embeddings):
       self._parts.append(embeddings)
       self._size += len(embeddings)
