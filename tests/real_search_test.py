@@ -1,6 +1,6 @@
 """The user path of a run of real-valued embeddings: encode, search, serve.
 
-A tiny SSAL run (feature inputs, 4 steps) is encoded into cosine index files;
+A tiny SSAL run (feature inputs, 2 steps) is encoded into cosine index files;
 the Engine (what `search` and `serve` run) is checked against a float64 NumPy
 brute force over the run's own evaluation embeddings, `search` on the command
 line (slow) and the service's JSON API (in a thread, over HTTP on 127.0.0.1)
@@ -46,8 +46,8 @@ def _workdir(tmp_path_factory):
       f'bits={DIM}', 'model.text_hidden=32', 'model.projector_hidden=16',
       'model.adversary_hidden=16', 'model.image_encoder=feature_mlp',
       'model.image_mlp_features=32', 'model.image_normalization=standardize',
-      'ssal.num_steps=4', 'eval.every_steps=0',
-      'train.checkpoint_every_steps=4', 'train.checkpoint_every_seconds=0',
+      'ssal.num_steps=2', 'eval.every_steps=0',
+      'train.checkpoint_every_steps=2', 'train.checkpoint_every_seconds=0',
       'train.progress=false', 'eval.batch_size=64', 'eval.plots=false',
       'eval.random_baseline=false']))
   with config.unlocked():
