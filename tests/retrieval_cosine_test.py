@@ -89,6 +89,7 @@ def test_file_round_trip_append_and_refusals(tied, tmp_path):
   norms = np.linalg.norm(index.embeddings, axis=1)
   np.testing.assert_allclose(norms[norms > 0], 1.0, rtol=1e-6)
   path = tmp_path / 'image.cmhidx'
+  index.add(np.random.default_rng(3).normal(size=(5, DIM)))  # Not exact.
   index.save(path)
   loaded = index_lib.load(path, cosine_options=GEOMETRY)
   assert isinstance(loaded, index_lib.CosineIndex)

@@ -496,10 +496,14 @@ class CosineIndex:
     if embeddings.shape[1] != self.dim:
       raise ValueError(f'{self._name()} holds {self.dim}-d embeddings; got '
                        f'{embeddings.shape[1]}-d ones.')
-    self._ids.extend(_ids(ids, self._size, len(embeddings), 'embeddings'))
-    if len(embeddings):
-      self._parts.append(embeddings)
-      self._size += len(embeddings)
+    self._append(embeddings, ids)
+
+  def _append(self, rows: np.ndarray, ids) -> None:
+    """Appends [M, D] float32 rows that are already normalised."""
+    self._ids.extend(_ids(ids, self._size, len(rows), 'embeddings'))
+    if len(rows):
+      self._parts.append(rows)
+      self._size += len(rows)
       self._prepared = None
 
   def __len__(self) -> int:
@@ -572,7 +576,7 @@ class CosineIndex:
                            'Inf entries.')
     index = cls(f.width, metadata=f.metadata, **kwargs)
     index.path = path
-    index.add(rows, f.ids)
+    index._append(rows, f.ids)  # pylint: disable=protected-access
     return index
 
 
