@@ -1,4 +1,4 @@
-r"""Encodes items through a trained run into Hamming index files.
+r"""Encodes items through a trained run into index files (Hamming or cosine).
 
   python -m crossmodal_hash.encode --workdir=runs/ssah_synthetic \
       --out=runs/ssah_synthetic/index                     # its retrieval set
@@ -8,6 +8,10 @@ r"""Encodes items through a trained run into Hamming index files.
       [--data_options=require_images=false]               # another dataset
   python -m crossmodal_hash.encode --workdir=RUN --out=DIR \
       --image_files='photos/*.jpg' --tag_lines=tags.txt   # raw inputs
+  python -m crossmodal_hash.encode --workdir=runs/ssal_synthetic \
+      --out=runs/ssal_synthetic/index                     # a cosine index
+  python -m crossmodal_hash.encode --workdir=runs/ssal_synthetic \
+      --out=runs/ssal_synthetic/sign_index --sign_codes   # Hamming, sign()
 
 The run's checkpoint is `<workdir>/selected_checkpoint.json`'s step, else the
 latest (`--checkpoint` picks one). Everything encoding needs (the config, the
@@ -22,14 +26,23 @@ modality (`--modalities`, default both where the items have them) DIR gets:
     <modality>.cmhidx       a `retrieval.index.HammingIndex` (format 2): the
                             codes, the items' ids, and metadata: the
                             modality, the run's config hash, split hash,
-                            checkpoint, step, method, bits and workdir
+                            checkpoint, step, method, bits and workdir; for
+                            a run of real-valued embeddings (SSAL, MHTN;
+                            the method's `outputs`), a `CosineIndex`
+                            (format 3) of the L2-normalised float32
+                            embeddings [N, D] with the same ids and
+                            metadata, searched by cosine similarity, or
+                            with --sign_codes a `HammingIndex` of their
+                            sign() codes (D bits, +1 where x >= 0)
     <modality>.items.jsonl  one line per item: id, label names, tags, and
                             where its image is (for `search` and `serve`)
-    <modality>.faiss        with --faiss: a FAISS IndexBinaryFlat file
+    <modality>.faiss        with --faiss: a FAISS IndexBinaryFlat file (of
+                            codes: not for a cosine index)
 
 Running again with more items appends them to existing files. An index made
-by another run (another config hash or split) or another checkpoint is
-refused with a message naming both, and nothing is written.
+by another run (another config hash or split) or another checkpoint, or of
+the other kind (a cosine index appended with --sign_codes, or back), is
+refused with a message naming the file, and nothing is written.
 """
 from __future__ import annotations
 
@@ -68,6 +81,9 @@ _TEXT_FEATURES = flags.DEFINE_string('text_features', '', 'Text feature '
                                      'matrix, [N, V].')
 _FAISS = flags.DEFINE_bool('faiss', False, 'Also write <modality>.faiss.')
 _BATCH = flags.DEFINE_integer('batch_size', 256, 'Items per encoding batch.')
+_SIGN_CODES = flags.DEFINE_bool(
+    'sign_codes', False, 'For a run of real-valued embeddings: write the '
+    'Hamming index of their sign() codes instead of the cosine index.')
 
 
 def _parse_options(text: str) -> dict[str, str]:
@@ -100,10 +116,12 @@ def main(argv):
                                      if items.inputs(m) is not None]
   out = _OUT.value or os.path.join(_WORKDIR.value, 'index')
   written = encoding.write(run, out, items, modalities, faiss=_FAISS.value,
-                  batch_size=_BATCH.value)
+                           batch_size=_BATCH.value,
+                           sign_codes=_SIGN_CODES.value)
+  kind = encoding.index_kind(run, _SIGN_CODES.value)
   for m, path in written.items():
-    print(f'{m}: {path} ({len(items.ids)} items encoded, checkpoint '
-          f'{run.checkpoint}, step {run.step})', flush=True)
+    print(f'{m}: {path} ({len(items.ids)} items encoded, {kind} index, '
+          f'checkpoint {run.checkpoint}, step {run.step})', flush=True)
 
 
 if __name__ == '__main__':

@@ -3,8 +3,10 @@
 See `encode.py` for the command line and the files written. The pieces:
 `run_dataset_items`, `dataset_items` and `raw_items` gather what to encode;
 `write` encodes each modality in batches over the run's mesh and writes or
-appends `<modality>.cmhidx` and `<modality>.items.jsonl`; `load_index` and
-`check_same_run` refuse an index of another run or checkpoint.
+appends `<modality>.cmhidx` (a Hamming index of codes, or a cosine index of
+real-valued embeddings, `index_kind`) and `<modality>.items.jsonl`;
+`load_index` and `check_same_run` refuse an index of another run or
+checkpoint, or of a kind the run does not write.
 """
 from __future__ import annotations
 
@@ -205,38 +207,33 @@ def raw_items(info: run_artifacts.RunInfo, *, image_spec: str = '',
   return Items(list(ids), images, texts, records)
 
 
-def check_binary_outputs(run: run_artifacts.Run) -> None:
-  """Refuses a run whose method outputs real-valued embeddings, saying what
-  works for it: the index files here hold ±1 codes (Hamming search)."""
-  if evaluation_hooks.output_kind(run.method) == 'binary':
-    return
-  eval_dir = os.path.join(run.workdir, evaluation_hooks.EVAL_DIR)
-  raise ValueError(
-      f'{run.workdir} trained {run.info.config.method}, whose outputs are '
-      'real-valued embeddings ranked by cosine similarity; the index files of '
-      'encode, search and serve hold ±1 codes ranked by Hamming distance, so '
-      'they do not serve this run. What works: its report in '
-      f'{eval_dir} (evaluation.json, cosine mAP beside the sign-code mAP), '
-      f'the float32 embeddings of its query and retrieval sets in '
-      f'{os.path.join(eval_dir, evaluation_hooks.EMBEDDINGS_NAME)} '
-      '(`python -m crossmodal_hash.evaluate --codes=<that file>` ranks them '
-      'by cosine), and their sign() codes in '
-      f'{os.path.join(eval_dir, evaluation_hooks.CODES_NAME)} (with '
-      'config.eval.sign_codes).')
+def index_kind(run: run_artifacts.Run, sign_codes: bool = False) -> str:
+  """The kind of index `run` writes: 'hamming' for a method of binary codes,
+  'cosine' for one of real-valued embeddings, unless `sign_codes` asks for
+  the Hamming index of their sign() codes (a no-op for a binary method)."""
+  if evaluation_hooks.output_kind(run.method) == 'binary' or sign_codes:
+    return 'hamming'
+  return 'cosine'
 
 
 def encode_items(run: run_artifacts.Run, modality: str, inputs: Any, *,
-                 batch_size: int = 256) -> np.ndarray:
-  """[N, K] int8 ±1 codes of `inputs` (batches over the run's mesh)."""
+                 batch_size: int = 256, sign_codes: bool = False
+                ) -> np.ndarray:
+  """What the index of `modality` holds for `inputs` (batches over the
+  run's mesh): [N, K] int8 ±1 codes, or, for a method of real-valued outputs,
+  [N, D] float32 embeddings (their int8 sign() codes with `sign_codes`)."""
   per = sharding.data_parallel_size(run.mesh)
   batch_size = -(-batch_size // per) * per
-  return evaluation_hooks.encode(
+  out = evaluation_hooks.encode(
       run.method, run.params, MODALITIES[modality], inputs,
       batch_size=batch_size, mesh=run.mesh, image_stats=run.info.image_stats)
+  if out.dtype != np.int8 and sign_codes:
+    return evaluation_hooks.sign_codes(out)
+  return out
 
 
-def check_same_run(index: index_lib.HammingIndex, path: str,
-                   run: run_artifacts.Run) -> None:
+def check_same_run(index: index_lib.HammingIndex | index_lib.CosineIndex,
+                   path: str, run: run_artifacts.Run) -> None:
   """Refuses an index whose codes another run or checkpoint made."""
   meta, ours = index.metadata, run.fingerprint
   keys = ('config_sha256', 'split_sha256', 'checkpoint', 'step')
@@ -251,11 +248,38 @@ def check_same_run(index: index_lib.HammingIndex, path: str,
         'another --out, or use the run that made the index.')
 
 
-def load_index(path: str, run: run_artifacts.Run, **kwargs
-              ) -> index_lib.HammingIndex:
-  """An index file of `run` (refused if another run or checkpoint made it)."""
-  index = index_lib.HammingIndex.load(path, bits=int(run.info.config.bits),
-                                      **kwargs)
+def load_index(path: str, run: run_artifacts.Run, *, kind: str | None = None,
+               **kwargs) -> index_lib.HammingIndex | index_lib.CosineIndex:
+  """An index file of `run` (refused if another run or checkpoint made it).
+
+  Args:
+    path: the file.
+    run: the run.
+    kind: 'hamming' or 'cosine' when the caller needs that kind (None: the
+      file's, among those the run can write).
+    **kwargs: the index's options (mesh, ...).
+
+  Raises:
+    IndexFileError: naming the file: another kind than asked, a cosine
+      index for a run of binary codes, codes of another length.
+    RunMismatchError: another run or checkpoint made it.
+  """
+  options = dict(kwargs)
+  binary = evaluation_hooks.output_kind(run.method) == 'binary'
+  index = index_lib.load(path, hamming_options=dict(
+      options, bits=int(run.info.config.bits) if binary else None),
+                         cosine_options=options)
+  if binary and index.kind == 'cosine':
+    raise index_lib.IndexFileError(
+        f'{path}: a cosine index of real-valued embeddings, but '
+        f'{run.workdir} trained {run.info.config.method}, which outputs '
+        'binary codes (searched by Hamming distance).')
+  if kind is not None and index.kind != kind:
+    what = {'hamming': 'sign() codes (--sign_codes)',
+            'cosine': 'real-valued embeddings'}
+    raise index_lib.IndexFileError(
+        f'{path}: a {index.kind} index of {what[index.kind]}, but this '
+        f'encoding writes {what[kind]}: encode into another --out.')
   check_same_run(index, path, run)
   return index
 
@@ -270,16 +294,24 @@ def read_records(path: str) -> list[dict[str, Any]]:
 
 def write(run: run_artifacts.Run, out: str, items: Items,
           modalities: Sequence[str], *, faiss: bool = False,
-          batch_size: int = 256) -> dict[str, str]:
+          batch_size: int = 256, sign_codes: bool = False) -> dict[str, str]:
   """Encodes `items` and writes or appends the index files of `modalities`.
 
-  Every existing index is checked before anything is encoded or written; a
-  run of real-valued outputs is refused (`check_binary_outputs`).
+  A run of binary codes writes `HammingIndex` files; a run of real-valued
+  embeddings `CosineIndex` files (L2-normalised float32), or with
+  `sign_codes` the `HammingIndex` of their sign() codes (`index_kind`).
+  Every existing index is checked (run, checkpoint, kind) before anything
+  is encoded or written.
 
   Returns:
     {modality: index path}.
   """
-  check_binary_outputs(run)
+  kind = index_kind(run, sign_codes)
+  if faiss and kind == 'cosine':
+    raise ValueError('--faiss writes FAISS IndexBinaryFlat files of binary '
+                     f'codes; {run.info.config.method} outputs real-valued '
+                     'embeddings (add --sign_codes to index their sign() '
+                     'codes).')
   for m in modalities:
     if m not in MODALITIES:
       raise ValueError(f'Unknown modality {m!r}; expected image or text.')
@@ -289,7 +321,7 @@ def write(run: run_artifacts.Run, out: str, items: Items,
   for m in modalities:
     path = index_path(out, m)
     if file_io.exists(path):
-      existing[m] = load_index(path, run)
+      existing[m] = load_index(path, run, kind=kind)
       records = read_records(items_path(out, m))
       if len(records) != len(existing[m]):
         raise index_lib.IndexFileError(
@@ -302,9 +334,13 @@ def write(run: run_artifacts.Run, out: str, items: Items,
   file_io.makedirs(out)
   written = {}
   for m in modalities:
-    codes = encode_items(run, m, items.inputs(m), batch_size=batch_size)
-    index = existing.get(m) or index_lib.HammingIndex(
-        codes.shape[1], metadata=dict(run.fingerprint, modality=m))
+    codes = encode_items(run, m, items.inputs(m), batch_size=batch_size,
+                         sign_codes=sign_codes)
+    index = existing.get(m)
+    if index is None:
+      cls = (index_lib.HammingIndex if kind == 'hamming' else
+             index_lib.CosineIndex)
+      index = cls(codes.shape[1], metadata=dict(run.fingerprint, modality=m))
     index.add(codes, ids=items.ids)
     path = index_path(out, m)
     # Records first: a crash between the two leaves the old index, whose
@@ -319,6 +355,7 @@ def write(run: run_artifacts.Run, out: str, items: Items,
     index.save(path)
     if faiss:
       index.export_faiss(os.path.join(out, f'{m}.faiss'))
-    logging.info('%s: %d %s codes (%d new).', path, len(index), m, len(codes))
+    logging.info('%s: %d %s %s (%d new).', path, len(index), m,
+                 'codes' if kind == 'hamming' else 'embeddings', len(codes))
     written[m] = path
   return written

@@ -4,7 +4,10 @@ The library behind `search.py` and `serve.py`. Text queries are tags mapped
 through the run's vocabulary (case-insensitive; unknown tags are ignored, a
 query with none known is refused); image queries are resized to the run's
 input size and normalised with its statistics. The search is cross-modal by
-default (text -> image index, image -> text index). Bad queries raise
+default (text -> image index, image -> text index). A run of binary codes is
+searched by Hamming distance; a run of real-valued embeddings (SSAL, MHTN) by
+cosine similarity, or by the Hamming distance of their sign() codes when its
+index was written with `encode --sign_codes`. Bad queries raise
 `QueryError`, which the service turns into HTTP 4xx answers.
 """
 from __future__ import annotations
@@ -54,7 +57,11 @@ class Engine:
 
   Attributes:
     run: the restored run.
-    indexes: {modality: HammingIndex} of the index files found.
+    indexes: {modality: HammingIndex or CosineIndex} of the index files
+      found, all of one kind.
+    kind: 'hamming' (codes, ranked by Hamming distance; for a run of
+      real-valued outputs, the sign() codes written by `encode
+      --sign_codes`) or 'cosine' (embeddings, ranked by cosine similarity).
     records: {modality: [N] item records} (`encoding.read_records`).
   """
 
@@ -68,27 +75,34 @@ class Engine:
       mesh: shard each database over this mesh's 'data' axis (default: the
         run's mesh); the database stays on the devices between searches.
     """
-    encoding.check_binary_outputs(run)
     self.run = run
     mesh = mesh or run.mesh
+    self.indexes, self.records = {}, {}
     if file_io.path(index).is_dir():
       paths = {m: encoding.index_path(index, m) for m in encoding.MODALITIES}
       paths = {m: p for m, p in paths.items() if file_io.isfile(p)}
+      for m, path in paths.items():
+        self.indexes[m] = encoding.load_index(path, run, mesh=mesh)
     elif file_io.isfile(index):
-      loaded = index_lib.HammingIndex.load(index)
+      loaded = encoding.load_index(index, run, mesh=mesh)
       modality = loaded.metadata.get('modality')
       if modality not in encoding.MODALITIES:
         raise index_lib.IndexFileError(f'{index}: no modality in its metadata '
                                        '(not written by encode.py).')
-      paths = {modality: index}
+      paths, self.indexes[modality] = {modality: index}, loaded
     else:
       raise FileNotFoundError(f'{index}: no such index file or directory.')
     if not paths:
       raise FileNotFoundError(f'{index}: holds no image.cmhidx or text.cmhidx '
                               '(write them with crossmodal_hash.encode).')
-    self.indexes, self.records = {}, {}
+    kinds = {m: i.kind for m, i in self.indexes.items()}
+    if len(set(kinds.values())) > 1:
+      which = ', '.join(f'{paths[m]} is {k}' for m, k in kinds.items())
+      raise index_lib.IndexFileError(
+          f'{index}: indexes of two kinds ({which}); encode both modalities '
+          'alike (with or without --sign_codes) into one directory.')
+    self.kind = next(iter(kinds.values()))
     for m, path in paths.items():
-      self.indexes[m] = encoding.load_index(path, run, mesh=mesh)
       directory = os.path.dirname(path)
       records = encoding.read_records(encoding.items_path(directory, m))
       if records and len(records) != len(self.indexes[m]):
@@ -100,6 +114,12 @@ class Engine:
         m: evaluation_hooks.make_encode_fn(run.method, code, run.mesh)
         for m, code in encoding.MODALITIES.items()}
     self.batch_multiple = sharding.data_parallel_size(run.mesh)
+
+  @property
+  def dim(self) -> int:
+    """Bits per code (Hamming) or the embedding size D (cosine)."""
+    index = next(iter(self.indexes.values()))
+    return index.bits if self.kind == 'hamming' else index.dim
 
   @property
   def info(self) -> run_artifacts.RunInfo:
@@ -145,7 +165,9 @@ class Engine:
     return shape
 
   def encode(self, modality: str, inputs: np.ndarray) -> np.ndarray:
-    """[Q, K] int8 codes of raw inputs (padded to the mesh, one jit call)."""
+    """What the indexes hold, for raw inputs (padded to the mesh, one jit
+    call): [Q, K] int8 ±1 codes (sign() codes of a real-valued run's
+    embeddings), or [Q, D] float32 embeddings for a cosine index."""
     n = len(inputs)
     padded = -(-n // self.batch_multiple) * self.batch_multiple
     if padded != n:
@@ -154,24 +176,33 @@ class Engine:
     x = sharding.host_to_global(inputs, self.run.mesh)
     codes = self._encode_fns[modality](self.run.params, x,
                                        self.info.image_stats)
-    return np.asarray(codes)[:n].astype(np.int8)
+    out = np.asarray(codes)[:n]
+    if self.kind == 'cosine':
+      return out.astype(np.float32)
+    if evaluation_hooks.output_kind(self.run.method) == 'real':
+      return evaluation_hooks.sign_codes(out)
+    return out.astype(np.int8)
 
   def search(self, codes: np.ndarray, target: str, k: int
             ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of [Q, K] codes in the `target` index: (indices, distances)."""
+    """Top-k of [Q, K] codes (or [Q, D] embeddings) in the `target` index:
+    (indices, Hamming distances or cosine similarities)."""
     return self.indexes[target].search(codes, k)
 
   def results(self, target: str, indices: np.ndarray,
-              distances: np.ndarray) -> list[dict[str, Any]]:
-    """One query's ranked items: rank, id, distance, labels, tags."""
+              scores: np.ndarray) -> list[dict[str, Any]]:
+    """One query's ranked items: rank, id, 'distance' (Hamming) or
+    'similarity' (cosine), labels, tags."""
     out = []
     records = self.records[target]
-    for rank, (i, d) in enumerate(zip(indices, distances), start=1):
+    for rank, (i, d) in enumerate(zip(indices, scores), start=1):
       if i < 0:
         break
       record = records[int(i)]
+      score = ({'distance': int(d)} if self.kind == 'hamming' else
+               {'similarity': float(d)})
       out.append({'rank': rank, 'index': int(i), 'id': record['id'],
-                  'distance': int(d), 'labels': record.get('labels'),
+                  **score, 'labels': record.get('labels'),
                   'tags': record.get('tags')})
     return out
 
@@ -184,12 +215,17 @@ class Engine:
 
 
 def format_table(query: str, results: list[dict[str, Any]]) -> str:
-  """A printed table of one query's results."""
-  lines = [f'query: {query}', f'{"rank":>4}  {"id":<24} {"dist":>4}  '
+  """A printed table of one query's results (Hamming distance 'dist' or
+  cosine similarity 'cos')."""
+  cosine = bool(results) and 'similarity' in results[0]
+  score = f'{"cos":>7}' if cosine else f'{"dist":>4}'
+  lines = [f'query: {query}', f'{"rank":>4}  {"id":<24} {score}  '
            'labels | tags']
   for r in results:
     labels = ', '.join(r['labels'] or []) or '-'
     tags = ' '.join((r['tags'] or [])[:8]) or '-'
-    lines.append(f'{r["rank"]:>4}  {str(r["id"]):<24} {r["distance"]:>4}  '
+    value = (f'{r["similarity"]:>7.4f}' if cosine else
+             f'{r["distance"]:>4}')
+    lines.append(f'{r["rank"]:>4}  {str(r["id"]):<24} {value}  '
                  f'{labels} | {tags}')
   return '\n'.join(lines)

@@ -2,7 +2,8 @@
 
 The trainer calls `save` once the run's data and image statistics are known;
 `load_run` gives back everything encoding needs from the workdir alone (the
-training data is never read again):
+training data is never read again; a method with a source domain, MHTN,
+reads its source set's labels for their class count):
 
     <workdir>/run.json          format tag; the exact config (tuples stay
                                 tuples, see `config_to_json`); its hash; the
@@ -37,6 +38,7 @@ from crossmodal_hash import config_utils
 from crossmodal_hash import file_io
 from crossmodal_hash import sharding
 from crossmodal_hash.data import builtin
+from crossmodal_hash.data import registry as data_registry
 from crossmodal_hash.data import text_files
 from crossmodal_hash.data import types
 from crossmodal_hash.evaluation import report
@@ -274,6 +276,14 @@ def _abstract_state(method: base.Method, info: RunInfo,
       'image_mean': sds(info.image_stats[0].shape, np.float32),
       'image_inv_scale': sds(info.image_stats[1].shape, np.float32),
   }
+  if getattr(method, 'source_inputs', ()):
+    # A source domain (MHTN): init reads its class count ('source_label'
+    # [S, C]); its images are shaped like the target's (checked when
+    # training, trainers/source_domain.py).
+    section = info.config.source_dataset
+    labels = data_registry.DATASETS.get(section.name)(section).labels
+    init_data['source_label'] = sds(np.shape(labels), np.uint8)
+    init_data['source_image'] = init_data['image']
   shapes = jax.eval_shape(method.init, jax.random.PRNGKey(0), init_data)
   replicated = sharding.replicated(mesh)
   return jax.tree.map(lambda x: sds(x.shape, x.dtype, sharding=replicated),
@@ -321,6 +331,8 @@ def load_run(workdir: str, *, checkpoint: int | None = None,
                      f'(differing keys: {", ".join(different[:5])}).')
     method = method_registry.METHODS.get(info.config.method)(
         info.config, num_labels=info.num_labels, text_dim=info.text_dim)
+    # As the trainer saved it (harness.py): without the write-only memories.
+    checkpointer.unsaved_memories = getattr(method, 'unsaved_memories', ())
     state, _ = checkpointer.restore(number,
                                     _abstract_state(method, info, mesh))
   finally:

@@ -15,9 +15,16 @@ reported and ignored); images are resized to the run's input size and
 normalised with its statistics. The index must come from the same run and
 checkpoint (`encoding.check_same_run`).
 
-The output is a table per query (rank, id, Hamming distance, and the labels
-and tags of the item where the dataset has them) or, with `--json`, a JSON
-list with one object per query.
+A run of real-valued embeddings (SSAL, MHTN) is searched the same way: its
+index (from `encode`) holds the L2-normalised embeddings and the results are
+ranked by cosine similarity (ties by index, as its evaluation ranks); with an
+index written by `encode --sign_codes`, by the Hamming distance of their
+sign() codes.
+
+The output is a table per query (rank, id, Hamming distance 'dist' or cosine
+similarity 'cos', and the labels and tags of the item where the dataset has
+them) or, with `--json`, a JSON list with one object per query (each result
+with 'distance' or 'similarity').
 
 The library is `engine.py` (shared with `serve.py`).
 """
@@ -96,6 +103,7 @@ def main(argv):
   target = engine.target(modality, _INTRA.value)
   if _JSON.value:
     out = [{'query': q, 'modality': modality, 'searched': target,
+            'ranking': engine.kind,
             'unknown_tags': engine.unknown_tags(q) if modality == 'text' else [],
             'results': r} for q, r in zip(names, answers)]
     print(json.dumps(out, indent=1, ensure_ascii=False))

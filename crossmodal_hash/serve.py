@@ -4,12 +4,18 @@ r"""A cross-modal search service over a run's index files (FastAPI + uvicorn).
       --index=runs/ssah_synthetic/index --port=8000
 
 then open http://127.0.0.1:8000/ : type tags (or drop an image) and see the
-retrieved items with their Hamming distances and labels.
+retrieved items with their Hamming distances and labels. A run of
+real-valued embeddings (SSAL, MHTN) is served the same way from its cosine
+index: each result has a 'similarity' (cosine) in place of the 'distance';
+from an index written with `encode --sign_codes` it is searched by the
+Hamming distance of the sign() codes instead.
 
 Endpoints:
 
     GET  /                                   the web page
-    GET  /health                             status, run, index sizes
+    GET  /health                             status, run, index sizes and
+                                             kind ('ranking': hamming or
+                                             cosine, 'dim': bits or D)
     GET  /api/search?text=red_disc&k=10      text query (also &intra=true)
     POST /api/search    {"text": ..., "k": 10, "intra": false}
     POST /api/search/image   multipart: image=<file>, k=10, intra=false
@@ -145,7 +151,7 @@ class Batcher:
 
   async def submit(self, modality: str, target: str,
                    row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(indices [max_k], distances [max_k]) of one query."""
+    """(indices [max_k], distances or similarities [max_k]) of one query."""
     future = asyncio.get_running_loop().create_future()
     await self._queue.put(_Pending(modality, target, row, future))
     return await future
@@ -269,7 +275,7 @@ def create_app(engine: engine_lib.Engine, limits: Limits = Limits(), *,
       raise fastapi.HTTPException(400, str(e)) from e
     indices, distances = await batcher.submit(modality, target, row)
     return {'query': query, 'modality': modality, 'searched': target,
-            'k': k,
+            'ranking': engine.kind, 'k': k,
             'unknown_tags': (engine.unknown_tags(query)
                              if modality == 'text' else []),
             'results': engine.results(target, indices[:k], distances[:k])}
@@ -295,6 +301,7 @@ def create_app(engine: engine_lib.Engine, limits: Limits = Limits(), *,
     return {'status': 'ok', 'workdir': os.path.abspath(engine.run.workdir),
             'method': engine.info.config.method,
             'bits': int(engine.info.config.bits),
+            'ranking': engine.kind, 'dim': engine.dim,
             'checkpoint': engine.run.checkpoint, 'step': engine.run.step,
             'indexes': {m: len(i) for m, i in engine.indexes.items()},
             'max_k': limits.max_k, 'batches': batcher.batches,

@@ -4,9 +4,10 @@ One self-contained HTML document (no external scripts, styles or fonts). It
 calls the service's JSON API: GET /health for the run and example tags,
 GET /api/search?text=... for a text query, POST /api/search/image for an
 image; results show each item's image (a text query searches images), its
-Hamming distance, its labels and tags. Element ids the browser test uses:
-`query`, `k`, `search`, `drop`, `file`, `status`, `results`; every result is
-a `.result` with `data-id` and `data-distance`.
+Hamming distance (or, for a cosine index, its cosine similarity), its labels
+and tags. Element ids the browser test uses: `query`, `k`, `search`, `drop`,
+`file`, `status`, `results`; every result is a `.result` with `data-id` and
+`data-distance` (Hamming) or `data-similarity` (cosine).
 """
 
 HTML = r"""<!doctype html>
@@ -76,7 +77,9 @@ function show(answer) {
   for (const r of answer.results) {
     const card = el('div', 'result');
     card.dataset.id = r.id;
-    card.dataset.distance = r.distance;
+    const cosine = r.similarity !== undefined;
+    if (cosine) card.dataset.similarity = r.similarity;
+    else card.dataset.distance = r.distance;
     if (answer.searched === 'image') {
       const img = el('img');
       img.alt = 'item ' + r.id;
@@ -86,7 +89,8 @@ function show(answer) {
     }
     const head = el('div');
     head.append(el('span', 'rank', '#' + r.rank + ' '), el('span', '', r.id),
-                el('span', 'dist', 'd=' + r.distance));
+                el('span', 'dist', cosine ? 'cos=' + r.similarity.toFixed(3)
+                                          : 'd=' + r.distance));
     card.append(head);
     card.append(el('div', 'labels', (r.labels || []).join(', ') || '-'));
     if (answer.searched === 'text' && r.tags)
@@ -151,8 +155,10 @@ $('file').addEventListener('change', (e) => {
 fetch('/health').then((r) => r.json()).then((h) => {
   const sizes = Object.entries(h.indexes).map(([m, n]) => n + ' ' + m)
                       .join(', ');
-  $('run').textContent = h.method.toUpperCase() + ', ' + h.bits +
-      ' bits, checkpoint ' + h.checkpoint + ' (' + h.workdir + '); index: ' +
+  const space = h.ranking === 'cosine' ?
+      h.dim + '-d embeddings, cosine' : h.dim + ' bits, Hamming';
+  $('run').textContent = h.method.toUpperCase() + ', ' + space +
+      ', checkpoint ' + h.checkpoint + ' (' + h.workdir + '); index: ' +
       sizes;
   $('k').max = h.max_k;
   const ex = $('examples');

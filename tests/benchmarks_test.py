@@ -1,4 +1,5 @@
-"""CI smoke tests of benchmarks/hamming_search.py and input_pipeline.py."""
+"""CI smoke tests of benchmarks/hamming_search.py, cosine_search.py and
+input_pipeline.py."""
 import json
 import os
 import subprocess
@@ -40,6 +41,21 @@ def test_hamming_search_one_device_and_sharded(tmp_path):
   assert row['kernel'] == 'xla radix select, sharded over 8 cpu devices'
   assert row['distances_equal_brute_force'] and row['indices_equal_brute_force']
   assert row['peak_rss_gib'] > 0 and row['gpairs_per_s_per_device'] > 0
+
+
+def test_cosine_search_times_both_engines_and_they_agree(tmp_path):
+  out = tmp_path / 'cosine.json'
+  stdout = _run(['benchmarks/cosine_search.py', '--num_db=3000', '--dim=16',
+                 '--num_queries=12', '--k=20', '--repeats=1',
+                 '--block_size=1024', f'--out={out}'], tmp_path)
+  assert 'NumPy matmul + argpartition' in stdout
+  report = json.loads(out.read_text())
+  ours, numpy_row = report['rows']
+  assert ours['engine'] == 'ours' and numpy_row['engine'] == 'numpy'
+  assert ours['block_size'] == 1024
+  assert ours['queries_per_s'] > 0 and numpy_row['peak_rss_mib'] > 0
+  assert report['agreement']['topk_sets_overlap'] == 1.0
+  assert report['agreement']['max_similarity_difference'] < 1e-5
 
 
 def test_input_pipeline_times_the_streamed_passes(tmp_path):

@@ -30,6 +30,7 @@ from crossmodal_hash.data import builtin
 from crossmodal_hash.evaluation import metrics
 from crossmodal_hash.evaluation import report
 from crossmodal_hash.methods import base
+from crossmodal_hash.retrieval import index as index_lib
 from crossmodal_hash.methods import registry
 from crossmodal_hash.trainers import evaluation_hooks
 from crossmodal_hash.trainers import evaluators
@@ -193,18 +194,20 @@ def test_a_real_valued_run_selects_by_cosine_map_and_reports_both_tables(
   assert written['sets'][f'{NAME.upper()} ({DIM}-d, cosine)']['directions'][
       'i2t']['recall_at_n']['n'] == [1, 10, 100]
   # The user path: the evaluate command line ranks embeddings.npz by cosine
-  # (codes.npz by Hamming); encode refuses the run, saying what works.
+  # (codes.npz by Hamming); encode writes a cosine index of the embeddings
+  # (tests/real_search_test.py goes on to search and serve).
   assert evaluate.main(['--codes', eval_dir, '--no_plots',
                         '--out', str(tmp_path / 'cli')]) == 0
   cli = report.read_json(str(tmp_path / 'cli' / 'evaluation.json'))
   assert cli['map'][f'embeddings ({DIM}-d, cosine)'] == results['map']
   assert cli['map'][f'codes ({DIM} bits)'] == results['sign_map']
   run = run_artifacts.load_run(workdir)
-  with pytest.raises(ValueError, match='real-valued embeddings .*'
-                     r'eval/embeddings\.npz'):
-    encoding.write(run, str(tmp_path / 'index'), encoding.run_dataset_items(
-        run.info, 'retrieval', workdir), ['image'])
-  assert not os.path.exists(tmp_path / 'index')
+  [path] = encoding.write(run, str(tmp_path / 'index'),
+                          encoding.run_dataset_items(run.info, 'retrieval',
+                                                     workdir),
+                          ['image']).values()
+  index = index_lib.load(path)
+  assert index.kind == 'cosine' and index.dim == DIM
   # Killed after step 6 (the last checkpoint at step 4) and resumed.
   with config.unlocked():
     config.eval.plots = False

@@ -134,10 +134,10 @@ def test_load_refuses_trailing_bytes_wrong_magic_and_version(saved, tmp_path):
   with pytest.raises(index_lib.IndexFileError, match='not a crossmodal_hash'):
     HammingIndex.load(_rewrite(tmp_path / 'b', b'IBxF' + data[4:]))
   header = bytearray(data[:80])
-  header[8:12] = struct.pack('<I', 3)
+  header[8:12] = struct.pack('<I', 4)  # 3 is the cosine indexes' version.
   import zlib  # pylint: disable=g-import-not-at-top
   newer = bytes(header) + struct.pack('<I', zlib.crc32(header)) + data[84:]
-  with pytest.raises(index_lib.IndexFileError, match='format version 3'):
+  with pytest.raises(index_lib.IndexFileError, match='format version 4'):
     HammingIndex.load(_rewrite(tmp_path / 'c', newer))
 
 

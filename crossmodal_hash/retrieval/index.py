@@ -1,4 +1,5 @@
-"""`HammingIndex`: a growable, saveable index of binary codes with exact search.
+"""Index files of a run's items: `HammingIndex` (binary codes) and
+`CosineIndex` (real-valued embeddings), growable, saveable, exact search.
 
     index = HammingIndex.from_codes(db_codes)        # [N, K] ±1 or {0, 1}
     index.add(more_codes)
@@ -7,45 +8,62 @@
     index = HammingIndex.load('codes.cmhidx', bits=64)
     index.export_faiss('codes.faiss')                # FAISS IndexBinaryFlat
 
-Codes are kept bit-packed on the host (`packing.pack_codes`); the device copy
-in the search layout is built on the first search after a change. With a
-`mesh`, the database is sharded over `mesh[axis]` (`sharded.py`); otherwise one
-device searches it (`search.py`: on CPU, numba's `hamming_cpu` kernel). Either way the result is exact: indices
-[Q, k] and distances [Q, k] int32 NumPy arrays ordered by (distance, index),
-with index -1 and distance bits + 1 in the slots past the index size.
+    index = CosineIndex.from_embeddings(db_emb)      # [N, D] real
+    indices, similarities = index.search(query_emb, k=100)
+    index = load('any.cmhidx')                       # either kind
+
+Hamming: codes are kept bit-packed on the host (`packing.pack_codes`); the
+device copy in the search layout is built on the first search after a change.
+With a `mesh`, the database is sharded over `mesh[axis]` (`sharded.py`);
+otherwise one device searches it (`search.py`: on CPU, numba's `hamming_cpu`
+kernel). Either way the result is exact: indices [Q, k] and distances [Q, k]
+int32 NumPy arrays ordered by (distance, index), with index -1 and distance
+bits + 1 in the slots past the index size.
+
+Cosine: embeddings are kept L2-normalised in float32 (`cosine.normalize`; a
+zero row stays zero); the search (`cosine.py`, streamed in blocks, sharded
+over `mesh[axis]` with a mesh) returns indices [Q, k] int32 and similarities
+[Q, k] float32 ordered by (-similarity, index), the cosine evaluation's
+order, with index -1 and similarity -inf past the index size.
 
 Each item has an id (a string: a dataset row, a file name), and the index
 carries a JSON metadata object (e.g. the modality and the run that encoded it,
 see `encode.py`).
 
-File format (version 2), little-endian:
+File format (versions 2 and 3), little-endian:
 
     offset  size  field
     0       8     magic b'CMHAMIDX'
-    8       4     format version (uint32) = 2
-    12      4     bits K (uint32)
-    16      4     words per code W = ceil(K / 32) (uint32)
-    20      4     flags (uint32) = 0
-    24      8     number of codes N (uint64)
+    8       4     format version (uint32): 2 (Hamming) or 3 (any kind)
+    12      4     K: bits per code (Hamming) or dimension D (cosine) (uint32)
+    16      4     words W per row (uint32): ceil(K / 32) (Hamming), D (cosine)
+    20      4     kind (uint32): 0 Hamming, 1 cosine; 0 in version 2
+    24      8     number of rows N (uint64)
     32      32    SHA-256 of everything after the header
     64      8     metadata size M (uint64)
     72      8     ids size I (uint64)
     80      4     CRC-32 of bytes 0..79 (uint32)
     84      M     metadata: a UTF-8 JSON object
-    84+M    4*N*W the packed codes, row-major uint32
+    84+M    4*N*W the rows, row-major: packed codes as uint32 (Hamming), or
+                  unit-norm embeddings as float32 (cosine)
     ...     I     the N ids, UTF-8, joined by '\n'
 
+Hamming indexes are written as version 2 (which older releases read); cosine
+indexes as version 3, which older releases refuse by its version.
 Version 1 files (no metadata and ids; a 68-byte header whose bytes 64..67
 are the CRC-32 of bytes 0..63, and the SHA-256 of the codes alone) still load,
 with ids '0'..'N-1'.
 
 Loading refuses, with an `IndexFileError` naming the file: another magic,
-another version, a header whose CRC fails, a bit length other than the one
-asked for, sections shorter or longer than the header says, contents whose
-SHA-256 differs, codes with bits set past K, and unreadable metadata or ids.
+another version, a header whose CRC fails, another kind than the class's
+(a cosine file given as a Hamming index or back), a bit length or dimension
+other than the one asked for, sections shorter or longer than the header
+says, contents whose SHA-256 differs, codes with bits set past K, embeddings
+that are not finite, and unreadable metadata or ids.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -58,13 +76,16 @@ import numpy as np
 
 from crossmodal_hash import file_io
 from crossmodal_hash import sharding
+from crossmodal_hash.retrieval import cosine
 from crossmodal_hash.retrieval import faiss_io
 from crossmodal_hash.retrieval import packing
 from crossmodal_hash.retrieval import search as search_lib
 from crossmodal_hash.retrieval import sharded
 
 MAGIC = b'CMHAMIDX'
-FORMAT_VERSION = 2
+FORMAT_VERSION = 2  # Hamming indexes are written in this version.
+COSINE_VERSION = 3  # Cosine indexes (the kind field) in this one.
+KINDS = ('hamming', 'cosine')  # The kind field's values 0 and 1.
 _HEADER_V1 = struct.Struct('<8sIIIIQ32s')
 _HEADER = struct.Struct('<8sIIIIQ32sQQ')
 _CRC = struct.Struct('<I')
@@ -102,12 +123,132 @@ def _check_padding(packed: np.ndarray, bits: int) -> bool:
   return not np.any(packed[:, -1] >> np.uint32(bits % 32))
 
 
+def _ids(ids, size: int, count: int, what: str) -> list[str]:
+  """[count] id strings for rows size..size+count-1 (default: their
+  indices), checked; `what` names the rows in errors."""
+  if ids is None:
+    ids = [str(i) for i in range(size, size + count)]
+  ids = [str(i) for i in ids]
+  if len(ids) != count:
+    raise ValueError(f'{count} {what} but {len(ids)} ids.')
+  if any('\n' in i for i in ids):
+    raise ValueError('An id must not contain a newline.')
+  return ids
+
+
+def _save(path, *, kind: str, width: int, words: int, count: int,
+          metadata: dict[str, Any], payload: bytes, ids: list[str]) -> None:
+  """Writes an index file (see the module docstring), atomically."""
+  version = FORMAT_VERSION if kind == 'hamming' else COSINE_VERSION
+  metadata = json.dumps(metadata, sort_keys=True).encode('utf-8')
+  ids = '\n'.join(ids).encode('utf-8')
+  digest = hashlib.sha256()
+  for part in (metadata, payload, ids):
+    digest.update(part)
+  header = _HEADER.pack(MAGIC, version, width, words, KINDS.index(kind),
+                        count, digest.digest(), len(metadata), len(ids))
+  header += _CRC.pack(zlib.crc32(header))
+
+  def write(f):
+    for part in (header, metadata, payload, ids):
+      f.write(part)
+
+  file_io.atomic_write(path, write)
+
+
+def _describe(kind: str, width: int) -> str:
+  return (f'a Hamming index of {width}-bit codes' if kind == 'hamming' else
+          f'a cosine index of {width}-d float32 embeddings')
+
+
+@dataclasses.dataclass(frozen=True)
+class _File:
+  """A checked index file: kind, K or D, words per row, rows (a view of
+  the file's bytes), metadata and ids (None for version 1)."""
+  kind: str
+  width: int
+  words: int
+  count: int
+  rows: memoryview
+  metadata: dict[str, Any]
+  ids: list[str] | None
+
+
+def _read(path: str, kind: str | None) -> _File:
+  """Reads and checks an index file (`kind`: the one expected, or None)."""
+  data = file_io.path(path).read_bytes()
+  if len(data) < 12:
+    if not MAGIC.startswith(data[:len(MAGIC)]):
+      raise IndexFileError(f'{path}: not a crossmodal_hash index '
+                           f'(no {MAGIC!r} magic).')
+    raise IndexFileError(f'{path}: truncated index file ({len(data)} bytes).')
+  magic, version = struct.unpack_from('<8sI', data)
+  if magic != MAGIC:
+    raise IndexFileError(f'{path}: not a crossmodal_hash index '
+                         f'(magic {magic!r}, expected {MAGIC!r}).')
+  if version not in (1, FORMAT_VERSION, COSINE_VERSION):
+    raise IndexFileError(f'{path}: index format version {version}; this '
+                         'version of crossmodal_hash reads versions 1 to '
+                         f'{COSINE_VERSION}.')
+  fmt = _HEADER if version != 1 else _HEADER_V1
+  size = fmt.size + _CRC.size
+  if len(data) < size:
+    raise IndexFileError(f'{path}: truncated index file ({len(data)} bytes; '
+                         f'the header alone is {size}).')
+  fields = fmt.unpack_from(data)
+  _, _, width, words, kind_field, count, digest = fields[:7]
+  meta_size, ids_size = fields[7:] if version != 1 else (0, 0)
+  (crc,) = _CRC.unpack_from(data, fmt.size)
+  if crc != zlib.crc32(data[:fmt.size]):
+    raise IndexFileError(f'{path}: corrupt index header (CRC-32 mismatch).')
+  if kind_field >= len(KINDS) or (version != COSINE_VERSION and kind_field):
+    raise IndexFileError(f'{path}: corrupt index header (kind {kind_field} '
+                         f'in a version {version} file).')
+  file_kind = KINDS[kind_field]
+  expected_words = (packing.num_words(width) if file_kind == 'hamming' and
+                    width >= 1 else width)
+  if width < 1 or words != expected_words:
+    raise IndexFileError(f'{path}: corrupt index header ({width} '
+                         f'{"bits" if file_kind == "hamming" else "dims"} in '
+                         f'{words} words).')
+  if kind is not None and file_kind != kind:
+    raise IndexFileError(
+        f'{path}: {_describe(file_kind, width)}, not '
+        f'{"a Hamming" if kind == "hamming" else "a cosine"} index; '
+        + ('binary codes are searched by Hamming distance, real-valued '
+           'embeddings by cosine similarity (index.load reads either).'))
+  expected = meta_size + 4 * words * count + ids_size
+  got = len(data) - size
+  if got != expected:
+    what = 'truncated' if got < expected else 'has trailing bytes'
+    raise IndexFileError(f'{path}: index file {what}: {got} bytes after the '
+                         f'header, the header says {expected} ({count} '
+                         'rows).')
+  if hashlib.sha256(data[size:]).digest() != digest:
+    raise IndexFileError(f'{path}: corrupt index payload (SHA-256 mismatch).')
+  start = size + meta_size
+  metadata, ids = {}, None
+  if version != 1:
+    try:
+      metadata = json.loads(data[size:start].decode('utf-8'))
+      ids = data[start + 4 * words * count:].decode('utf-8')
+    except (UnicodeDecodeError, ValueError) as e:
+      raise IndexFileError(f'{path}: unreadable metadata or ids ({e}).') from e
+    ids = ids.split('\n') if count else []
+    if not isinstance(metadata, dict) or len(ids) != count:
+      raise IndexFileError(f'{path}: corrupt metadata or ids ({len(ids)} ids '
+                           f'for {count} rows).')
+  rows = memoryview(data)[start:start + 4 * words * count]
+  return _File(file_kind, width, words, count, rows, metadata, ids)
+
+
 class HammingIndex:
   """Exact Hamming k-NN index over bit-packed binary codes.
 
   Attributes:
     bits: K, the code length.
   """
+  kind = 'hamming'
 
   def __init__(self, bits: int, *, mesh: jax.sharding.Mesh | None = None,
                axis: str = sharding.DATA_AXIS, chunk_size: int | None = None,
@@ -173,14 +314,7 @@ class HammingIndex:
                        f'got {packed.dtype} {packed.shape}.')
     if not _check_padding(packed, self.bits):
       raise ValueError(f'Packed codes have bits set past bit {self.bits}.')
-    if ids is None:
-      ids = [str(i) for i in range(self._size, self._size + len(packed))]
-    ids = [str(i) for i in ids]
-    if len(ids) != len(packed):
-      raise ValueError(f'{len(packed)} codes but {len(ids)} ids.')
-    if any('\n' in i for i in ids):
-      raise ValueError('An id must not contain a newline.')
-    self._ids.extend(ids)
+    self._ids.extend(_ids(ids, self._size, len(packed), 'codes'))
     if packed.shape[0]:
       self._parts.append(np.array(packed, np.uint32))
       self._size += packed.shape[0]
@@ -247,27 +381,16 @@ class HammingIndex:
 
   def save(self, path: str | os.PathLike) -> None:
     """Writes the index (format version 2, see the module docstring)."""
-    metadata = json.dumps(self.metadata, sort_keys=True).encode('utf-8')
-    payload = np.ascontiguousarray(self.packed.astype('<u4')).tobytes()
-    ids = '\n'.join(self._ids).encode('utf-8')
-    digest = hashlib.sha256()
-    for part in (metadata, payload, ids):
-      digest.update(part)
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, self.bits,
-                          packing.num_words(self.bits), 0, self._size,
-                          digest.digest(), len(metadata), len(ids))
-    header += _CRC.pack(zlib.crc32(header))
-
-    def write(f):
-      for part in (header, metadata, payload, ids):
-        f.write(part)
-
-    file_io.atomic_write(path, write)
+    _save(path, kind='hamming', width=self.bits,
+          words=packing.num_words(self.bits), count=self._size,
+          metadata=self.metadata,
+          payload=np.ascontiguousarray(self.packed.astype('<u4')).tobytes(),
+          ids=self._ids)
 
   @classmethod
   def load(cls, path: str | os.PathLike, *, bits: int | None = None,
            **kwargs) -> HammingIndex:
-    """Reads an index written by `save` (format version 2, or 1).
+    """Reads a Hamming index written by `save` (format version 1 to 3).
 
     Args:
       path: the file.
@@ -276,68 +399,24 @@ class HammingIndex:
       **kwargs: `HammingIndex` options (mesh, axis, chunk_size, query_batch).
 
     Raises:
-      IndexFileError: naming the file and the problem.
+      IndexFileError: naming the file and the problem (a cosine index too).
     """
     path = os.fspath(path)
-    data = file_io.path(path).read_bytes()
-    if len(data) < 12:
-      if not MAGIC.startswith(data[:len(MAGIC)]):
-        raise IndexFileError(f'{path}: not a crossmodal_hash Hamming index '
-                             f'(no {MAGIC!r} magic).')
-      raise IndexFileError(f'{path}: truncated index file ({len(data)} bytes).')
-    magic, version = struct.unpack_from('<8sI', data)
-    if magic != MAGIC:
-      raise IndexFileError(f'{path}: not a crossmodal_hash Hamming index '
-                           f'(magic {magic!r}, expected {MAGIC!r}).')
-    if version not in (1, FORMAT_VERSION):
-      raise IndexFileError(f'{path}: index format version {version}; this '
-                           f'version of crossmodal_hash reads versions 1 and '
-                           f'{FORMAT_VERSION}.')
-    fmt = _HEADER if version == FORMAT_VERSION else _HEADER_V1
-    size = fmt.size + _CRC.size
-    if len(data) < size:
-      raise IndexFileError(f'{path}: truncated index file ({len(data)} bytes; '
-                           f'the header alone is {size}).')
-    fields = fmt.unpack_from(data)
-    _, _, file_bits, words, _, count, digest = fields[:7]
-    meta_size, ids_size = fields[7:] if version == FORMAT_VERSION else (0, 0)
-    (crc,) = _CRC.unpack_from(data, fmt.size)
-    if crc != zlib.crc32(data[:fmt.size]):
-      raise IndexFileError(f'{path}: corrupt index header (CRC-32 mismatch).')
-    if file_bits < 1 or words != packing.num_words(file_bits):
-      raise IndexFileError(f'{path}: corrupt index header ({file_bits} bits in '
-                           f'{words} words).')
-    if bits is not None and int(bits) != file_bits:
-      raise IndexFileError(f'{path}: holds {file_bits}-bit codes; expected '
+    return cls._from_file(path, _read(path, 'hamming'), bits, **kwargs)
+
+  @classmethod
+  def _from_file(cls, path: str, f: _File, bits: int | None,
+                 **kwargs) -> HammingIndex:
+    if bits is not None and int(bits) != f.width:
+      raise IndexFileError(f'{path}: holds {f.width}-bit codes; expected '
                            f'{bits}-bit codes.')
-    expected = meta_size + 4 * words * count + ids_size
-    got = len(data) - size
-    if got != expected:
-      what = 'truncated' if got < expected else 'has trailing bytes'
-      raise IndexFileError(f'{path}: index file {what}: {got} bytes after the '
-                           f'header, the header says {expected} ({count} '
-                           'codes).')
-    if hashlib.sha256(data[size:]).digest() != digest:
-      raise IndexFileError(f'{path}: corrupt index payload (SHA-256 mismatch).')
-    start = size + meta_size
-    packed = np.frombuffer(data, '<u4', count * words, start).astype(
-        np.uint32).reshape(count, words)
-    if not _check_padding(packed, file_bits):
+    packed = np.frombuffer(f.rows, '<u4').astype(np.uint32).reshape(
+        f.count, f.words)
+    if not _check_padding(packed, f.width):
       raise IndexFileError(f'{path}: corrupt index: codes have bits set past '
-                           f'bit {file_bits}.')
-    metadata, ids = {}, None
-    if version == FORMAT_VERSION:
-      try:
-        metadata = json.loads(data[size:start].decode('utf-8'))
-        ids = data[start + 4 * words * count:].decode('utf-8')
-      except (UnicodeDecodeError, ValueError) as e:
-        raise IndexFileError(f'{path}: unreadable metadata or ids ({e}).') from e
-      ids = ids.split('\n') if count else []
-      if not isinstance(metadata, dict) or len(ids) != count:
-        raise IndexFileError(f'{path}: corrupt metadata or ids ({len(ids)} ids '
-                             f'for {count} codes).')
-    index = cls(file_bits, metadata=metadata, **kwargs)
-    index.add_packed(packed, ids)
+                           f'bit {f.width}.')
+    index = cls(f.width, metadata=f.metadata, **kwargs)
+    index.add_packed(packed, f.ids)
     return index
 
   def export_faiss(self, path: str | os.PathLike) -> None:
@@ -360,3 +439,161 @@ class HammingIndex:
   def to_faiss(self):
     """A live faiss.IndexBinaryFlat with the same codes (needs faiss)."""
     return faiss_io.to_faiss_index(self.packed, self.bits)
+
+
+class CosineIndex:
+  """Exact cosine k-NN index over L2-normalised float32 embeddings.
+
+  Attributes:
+    dim: D, the embedding size.
+    path: the file it was loaded from (named in errors), or None.
+  """
+  kind = 'cosine'
+
+  def __init__(self, dim: int, *, mesh: jax.sharding.Mesh | None = None,
+               axis: str = sharding.DATA_AXIS, block_size: int | None = None,
+               query_batch: int | None = None,
+               metadata: dict[str, Any] | None = None):
+    """An empty index.
+
+    Args:
+      dim: D, the embedding size (>= 1).
+      mesh: shard the database over `mesh[axis]` when given.
+      axis: the mesh axis for the database.
+      block_size: database rows per search step (`cosine.prepare`).
+      query_batch: queries per search step.
+      metadata: a JSON-able dict saved with the index (`self.metadata`).
+    """
+    if int(dim) < 1:
+      raise ValueError(f'dim must be >= 1; got {dim}.')
+    self.dim = int(dim)
+    self.metadata = dict(metadata or {})
+    self.path: str | None = None
+    self._ids: list[str] = []
+    self._mesh, self._axis = mesh, axis
+    self._block_size, self._query_batch = block_size, query_batch
+    self._parts: list[np.ndarray] = []
+    self._size = 0
+    self._prepared = None
+
+  def _name(self) -> str:
+    return self.path or 'The index'
+
+  @classmethod
+  def from_embeddings(cls, embeddings, **kwargs) -> CosineIndex:
+    """An index of [N, D] real embeddings (D = embeddings.shape[1])."""
+    embeddings = cosine.normalize(embeddings)
+    index = cls(embeddings.shape[1], **kwargs)
+    index.add(embeddings)
+    return index
+
+  def add(self, embeddings, ids=None) -> None:
+    """Appends [M, D] real embeddings (stored normalised) as rows N..N+M-1.
+
+    `ids`: [M] strings (no newline); default: the indices as strings.
+    """
+    embeddings = cosine.normalize(embeddings)
+    if embeddings.shape[1] != self.dim:
+      raise ValueError(f'{self._name()} holds {self.dim}-d embeddings; got '
+                       f'{embeddings.shape[1]}-d ones.')
+    self._append(embeddings, ids)
+
+  def _append(self, rows: np.ndarray, ids) -> None:
+    """Appends [M, D] float32 rows that are already normalised."""
+    self._ids.extend(_ids(ids, self._size, len(rows), 'embeddings'))
+    if len(rows):
+      self._parts.append(rows)
+      self._size += len(rows)
+      self._prepared = None
+
+  def __len__(self) -> int:
+    return self._size
+
+  @property
+  def ids(self) -> list[str]:
+    """[N] item ids, in index order."""
+    return self._ids
+
+  @property
+  def embeddings(self) -> np.ndarray:
+    """All rows, [N, D] float32 of unit (or zero) L2 norm."""
+    if len(self._parts) != 1:
+      self._parts = [np.concatenate(self._parts, axis=0) if self._parts
+                     else np.zeros((0, self.dim), np.float32)]
+    return self._parts[0]
+
+  def search(self, query, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of [Q, D] real queries by cosine similarity.
+
+    Returns:
+      indices [Q, k] int32 and similarities [Q, k] float32, ordered by
+      (-similarity, index); index -1 and similarity -inf past the index size.
+    """
+    query = np.asarray(query)
+    if query.ndim != 2 or query.shape[1] != self.dim:
+      raise ValueError(f'{self._name()} holds {self.dim}-d embeddings; got '
+                       f'queries of shape {query.shape}.')
+    if self._prepared is None:
+      self._prepared = cosine.prepare(self.embeddings, mesh=self._mesh,
+                                      axis=self._axis,
+                                      block_size=self._block_size)
+    return cosine.search_prepared(query, self._prepared, k=k,
+                                  query_batch=self._query_batch)
+
+  def save(self, path: str | os.PathLike) -> None:
+    """Writes the index (format version 3, kind cosine; module docstring)."""
+    _save(path, kind='cosine', width=self.dim, words=self.dim,
+          count=self._size, metadata=self.metadata,
+          payload=np.ascontiguousarray(self.embeddings.astype('<f4')).tobytes(),
+          ids=self._ids)
+
+  @classmethod
+  def load(cls, path: str | os.PathLike, *, dim: int | None = None,
+           **kwargs) -> CosineIndex:
+    """Reads a cosine index written by `save`.
+
+    Args:
+      path: the file.
+      dim: the embedding size the caller expects (None: the file's).
+      **kwargs: `CosineIndex` options (mesh, axis, block_size, query_batch).
+
+    Raises:
+      IndexFileError: naming the file and the problem (a Hamming index too).
+    """
+    path = os.fspath(path)
+    return cls._from_file(path, _read(path, 'cosine'), dim, **kwargs)
+
+  @classmethod
+  def _from_file(cls, path: str, f: _File, dim: int | None,
+                 **kwargs) -> CosineIndex:
+    if dim is not None and int(dim) != f.width:
+      raise IndexFileError(f'{path}: holds {f.width}-d embeddings; expected '
+                           f'{dim}-d embeddings.')
+    rows = np.frombuffer(f.rows, '<f4').astype(np.float32).reshape(
+        f.count, f.words)
+    if not np.all(np.isfinite(rows)):
+      raise IndexFileError(f'{path}: corrupt index: embeddings with NaN or '
+                           'Inf entries.')
+    index = cls(f.width, metadata=f.metadata, **kwargs)
+    index.path = path
+    index._append(rows, f.ids)  # pylint: disable=protected-access
+    return index
+
+
+def load(path: str | os.PathLike, *, hamming_options=None, cosine_options=None
+        ) -> HammingIndex | CosineIndex:
+  """An index file of either kind (its header says which; read once).
+
+  Args:
+    path: the file.
+    hamming_options: kwargs of `HammingIndex.load` for a Hamming file.
+    cosine_options: kwargs of `CosineIndex.load` for a cosine file.
+  """
+  path = os.fspath(path)
+  f = _read(path, None)
+  if f.kind == 'hamming':
+    options = dict(hamming_options or {})
+    return HammingIndex._from_file(path, f, options.pop('bits', None),  # pylint: disable=protected-access
+                                   **options)
+  options = dict(cosine_options or {})
+  return CosineIndex._from_file(path, f, options.pop('dim', None), **options)  # pylint: disable=protected-access
