@@ -13,9 +13,13 @@ import pytest
 import conftest
 
 from crossmodal_hash import contrastive
+from crossmodal_hash import encoding
+from crossmodal_hash import run_artifacts
 from crossmodal_hash import sharding
 from crossmodal_hash.data import synthetic
+from crossmodal_hash.evaluation import report
 from crossmodal_hash.methods import scahn
+from crossmodal_hash.retrieval import index as index_lib
 from crossmodal_hash.trainers import per_step
 
 BATCH = 32
@@ -256,3 +260,18 @@ def test_a_killed_run_resumes_exactly(tmp_path):
   assert 'step_codes_img' not in a['memory']  # Rewritten before it is read.
   chex.assert_trees_all_equal(a, b)
   assert straight['map'] == resumed['map']
+  # The user path restores the run (its unsaved memories left out, as the
+  # trainer saved it) and encodes the retrieval set into the trainer's codes.
+  workdir = str(tmp_path / 'b')
+  run = run_artifacts.load_run(workdir)
+  out = str(tmp_path / 'index')
+  encoding.write(run, out, encoding.run_dataset_items(run.info, 'retrieval',
+                                                      workdir),
+                 ['image', 'text'])
+  saved = report.load_codes(f'{workdir}/eval/codes.npz')
+  for modality in ('image', 'text'):
+    expected = index_lib.HammingIndex(16)
+    expected.add(saved[f'{modality}_db'])
+    np.testing.assert_array_equal(
+        index_lib.load(encoding.index_path(out, modality)).packed,
+        expected.packed)
