@@ -290,6 +290,7 @@ class _VectorCodegen:
 
 
 def _vector_args_ok(data, query, bound) -> bool:
+  """Typing check shared by the vector intrinsics (bound: a scalar type)."""
   return (isinstance(data, numba_types.Array) and data.ndim == 1 and
           isinstance(data.dtype, numba_types.Integer) and
           data.dtype.bitwidth in (32, 64) and
