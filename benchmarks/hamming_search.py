@@ -29,6 +29,11 @@ GPU mode (default when JAX's backend is a GPU): 64-bit codes, 16M database
 codes, checked against a NumPy brute force on a sample of the queries, and
 FAISS skipped unless --faiss_on_gpu_run.
 
+The machine may be shared: the load average (1 minute) at the start and the
+end of the run is printed with the table and kept in the JSON. The CPU-seconds
+ratio (FAISS's CPU seconds over ours, all threads of the process) is the
+figure least moved by other jobs; the wall-time ratio is printed beside it.
+
 Writes the table and every figure to --out (JSON) and prints the table.
 """
 from __future__ import annotations
@@ -260,6 +265,7 @@ def main(argv=None):
     except ImportError:
       print('faiss is not installed (pip install faiss-cpu); skipping it.')
       run_faiss = False
+  load_start = os.getloadavg()[0]
   rng = np.random.default_rng(args.seed)
   rows = []
   for bits in bits_list:
@@ -308,6 +314,7 @@ def main(argv=None):
     rows.append(row)
     print(f'done {bits} bits: {row["ours_gpairs_per_s"]:.2f} G/s', flush=True)
 
+  load_end = os.getloadavg()[0]
   header = (f'Exact Hamming top-{args.k}: {args.num_queries} queries x '
             f'{num_db:,} database codes, backend {backend} '
             f'({jax.devices()[0].device_kind}, {os.cpu_count()} CPUs), '
@@ -332,6 +339,8 @@ def main(argv=None):
     lines.append(f'| {row["bits"]} | {row["ours_s"]:.3f} | '
                  f'{row["ours_gpairs_per_s"]:.2f} | {faiss_cells} |')
   lines.append('')
+  lines.append(f'Load average (1 min): {load_start:.2f} at the start, '
+               f'{load_end:.2f} at the end, on {os.cpu_count()} CPUs.')
   lines.append(f'Peak resident memory: {rows[-1]["peak_rss_gib"]:.2f} GiB; '
                f'packed database: {rows[-1]["database_mib"]:.0f} MiB.')
   if mesh is not None:
@@ -343,6 +352,7 @@ def main(argv=None):
       'mode': mode, 'backend': backend,
       'device': jax.devices()[0].device_kind, 'jax': jax.__version__,
       'cpu_count': os.cpu_count(), 'machine': platform.machine(),
+      'load_average_start': load_start, 'load_average_end': load_end,
       'num_db': num_db, 'num_queries': args.num_queries, 'k': args.k,
       'num_devices': args.num_devices or 1,
       'repeats': args.repeats, 'query_batch': args.query_batch,

@@ -28,11 +28,13 @@ def _check(query, db, *, k, bits):
 
 
 @pytest.mark.parametrize(
-    'bits', [1, 8, 16, 24, 32, 33, 48, 64, 96, 100, 128, 160, 192, 224, 256])
+    'bits', [1, 8, 16, 24, 32, 33, 48, 64, 96, 100, 128, 160, 192, 200, 224,
+             256, 320, 500])
 def test_random_codes(bits):
   rng = np.random.default_rng(bits)
-  # 37 queries: two query groups, the second one partial and not a multiple
-  # of four; 5,000 items: five tiles, the last one partial.
+  # 37 queries: several query groups, padded to whole query tiles of 8;
+  # 5,000 items: five tiles, the last one partial. 1..256 bits take the
+  # unrolled vector paths (1..4 words), 320 and 500 the run-time word loop.
   _check(_random_packed(rng, 37, bits), _random_packed(rng, 5000, bits),
          k=100, bits=bits)
 
@@ -61,10 +63,11 @@ def test_buffer_compaction_on_descending_distances():
 def test_bound_moves_inside_one_mask_vector():
   """Several candidates among 16 neighbours; b moves down between them.
 
-  Items 0..15 of every 512-item sub have distances 1..16 to the zero query in
-  a shuffled order (one 16-lane mask holds them all): each of them beats the
-  bound when the mask is taken, but once k have entered, only some still beat
-  it when visited. Each sub repeats the distances, so the k-th distance ties.
+  Items 0..15 of every 512 items have distances 1..16 to the zero query in a
+  shuffled order (two 8-lane vectors of 64-bit codes hold them): each of
+  them beats the bound when the vectors are tested, but once k have entered,
+  only some still beat it when visited. Each block repeats the distances, so
+  the k-th distance ties.
   """
   bits, n = 64, 3000
   ones = np.zeros(n, np.int64) + 40
@@ -93,6 +96,23 @@ def test_sampled_start_bound_random_and_fallback():
   for i in range(k_sample):
     db[i * hamming_cpu._SAMPLE_STEP * hamming_cpu.TILE + 7] = query[0]
   _check(query, db, k=100, bits=64)
+
+
+@pytest.mark.parametrize('bits', [24, 64, 128, 320])
+def test_padding_items_never_enter(bits):
+  """Zero codes past N (tile padding) sit at distance 0 from a zero query.
+
+  The vector passes read the whole last vector of items, padding included,
+  and flag it; the exact pass must still stop at N. N = 1,029 leaves a
+  partial vector in a partial tile, and k > N asks for every item.
+  """
+  rng = np.random.default_rng(bits)
+  db = _random_packed(rng, 1029, bits)
+  db[:, 0] |= 1  # no database code is zero
+  query = np.zeros((9, db.shape[1]), np.uint32)
+  query[1::2] = db[rng.integers(0, 1029, 4)]
+  _check(query, db, k=5, bits=bits)
+  _check(query, db, k=1100, bits=bits)
 
 
 @pytest.mark.parametrize('n', [0, 1, 30])

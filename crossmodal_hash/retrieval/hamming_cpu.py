@@ -17,24 +17,31 @@ then a unit-stride loop over items that LLVM vectorises: load, XOR, popcount
 Top-k without touching a histogram per item: each query keeps a running bound
 b, the k-th smallest distance seen so far (items are scanned in index order,
 so a later item at distance b loses its tie and only d < b can enter). The hot
-loop computes the minimum distance of `_SUB` items with vector instructions
-and compares it with b; only when it is below b are the items looked at
-again: their distances are compared with b 16 at a time into a bit mask
-(`_below_mask`: one VPCMPD), and the set bits, the few candidates, are
-appended to a per-query buffer, with a histogram over the buffer's distances
-that moves b down. On random codes, 1M items, k = 100, a few hundred items
-per query enter the buffer. When the database is long, b starts from a
-sample: the k_s-th smallest distance of every `_SAMPLE_STEP`-th tile (k_s
-about 2 k / `_SAMPLE_STEP`), so the full pass touches about 2k candidates
-instead of k log(N / k). If fewer than k items then lie below that starting
-bound, the query is scanned again without it: the result is always exact.
+loop (`_make_bound_test`, LLVM IR with explicit 512-bit vectors) takes
+`_QUERY_TILE` queries against `_SUB` items: each vector of items loaded
+serves all of them, and per query an XOR, a VPOPCNT per word and a lane-wise
+minimum accumulate (3 vector instructions per 8 pairs at 64 bits), with one
+vector compare per query against b at the end and one OR of the compare
+masks to find out whether any query has a hit, with no horizontal reduction.
+Only a flagged query looks at the items again (`_examine`): one vector pass
+(`_make_vector_hits`) marks the 8 or 16 items of each vector that hold one
+below b, and only those items' distances are computed again and appended
+to a per-query buffer, with a histogram over the buffer's distances that
+moves b down. On random codes, 1M items, k = 100, a few hundred items per
+query enter the buffer. When the database is long, b starts from a sample:
+the k_s-th smallest distance of every `_SAMPLE_STEP`-th tile (k_s about
+2 k / `_SAMPLE_STEP`), so the full pass touches about 2k candidates instead
+of k log(N / k). If fewer than k items then lie below that starting bound,
+the query is scanned again without it: the result is always exact.
 
-Queries are split into groups of `_QUERY_GROUP` spread over numba's threads
-(`numba.set_num_threads`), handed out one group at a time so that a thread
-slowed by other work on a shared machine does not hold the others up. A
-group walks the database tile by tile, so every tile is read from L1/L2
-cache once per query of the group. `block_keys` is serial: its caller runs
-query blocks in threads.
+Queries are split into groups of up to `_QUERY_GROUP` (at least two groups
+per thread) spread over numba's threads (`numba.set_num_threads`), handed
+out one group at a time so that a thread slowed by other work on a shared
+machine does not hold the others up. A group walks the database tile by
+tile, so every tile is read from memory once per group and from L1 cache by
+each of its query tiles; large groups keep the memory traffic low when
+other jobs share the caches. `block_keys` is serial: its caller runs query
+blocks in threads.
 
 numba is a dependency of the package; `AVAILABLE` is False only where it
 cannot be imported, and callers then use their XLA paths.
@@ -50,6 +57,7 @@ try:
   import numba
   from numba import types as numba_types
   from numba import extending as numba_extending
+  from numba.core import cgutils
   from llvmlite import ir
 except ImportError:  # pragma: no cover - exercised where numba is absent
   numba = None
@@ -57,8 +65,8 @@ except ImportError:  # pragma: no cover - exercised where numba is absent
 AVAILABLE = numba is not None
 
 TILE = 1024  # items per tile (8 KiB of 64-bit codes).
-_SUB = 512  # items whose minimum distance is tested against the bound at once.
-_QUERY_GROUP = 32  # queries that share a pass over the database.
+_SUB = 256  # items whose distances are tested against the bound at once.
+_QUERY_GROUP = 128  # at most this many queries share a pass over the data.
 _SAMPLE_STEP = 16  # the starting bound comes from every 16th tile...
 _MIN_SAMPLE_TILES = 16  # ... when there are at least this many sampled tiles.
 _SAMPLE_OVERSHOOT = 2.0  # k_s = ceil(2 k / _SAMPLE_STEP).
@@ -176,42 +184,215 @@ def _xor_popcount_intrinsic(typingctx, x, y):  # pylint: disable=unused-argument
   return out(x, y), codegen
 
 
-_MASK_LANES = 16  # int32 distances compared by one `_below_mask`.
+_QUERY_TILE = 8  # queries tested against one load of the items.
+_UNROLLED_WORDS = 4  # longer codes loop over their words at run time.
 
 
-def _below_mask_intrinsic(typingctx, values, pos, bound):  # pylint: disable=unused-argument
-  """Bit l set iff values[pos + l] < bound, l < 16, for a 1-D int32 array.
+def _splat(builder, value, vector_type):
+  """<lanes x T> vector with every lane `value` (a T)."""
+  lanes = vector_type.count
+  one = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value,
+                               ir.Constant(ir.IntType(32), 0))
+  return builder.shuffle_vector(
+      one, ir.Constant(vector_type, ir.Undefined),
+      ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
 
-  One 512-bit load and compare (VPCMPD into a mask register, then KMOVW) where
-  the CPU has AVX-512. The caller keeps values[pos:pos + 16] inside the array.
+
+class _VectorCodegen:
+  """LLVM IR for XOR-popcount distances of a few queries to a vector of items.
+
+  Items are read from the tiled layout (`Tiles`) as 512-bit vectors: 8 uint64
+  or 16 uint32 codes (the lanes), word w of the vector's items `w * TILE`
+  words after word 0. Codes of up to `_UNROLLED_WORDS` words are unrolled
+  (each loaded word serves every query); longer ones loop over their words.
   """
-  if not (isinstance(values, numba_types.Array) and values.ndim == 1 and
-          values.dtype == numba_types.int32 and
-          isinstance(pos, numba_types.Integer) and
-          isinstance(bound, numba_types.Integer)):
-    return None
 
-  def codegen(context, builder, signature, args):
+  def __init__(self, context, builder, signature, args, words):
     _prefer_wide_vectors(builder.function)
-    array = context.make_array(signature.args[0])(context, builder, args[0])
-    lane = ir.IntType(32)
-    vector_type = ir.VectorType(lane, _MASK_LANES)
-    start = context.cast(builder, args[1], signature.args[1], numba_types.intp)
-    pointer = builder.bitcast(builder.gep(array.data, [start]),
-                              vector_type.as_pointer())
-    vector = builder.load(pointer, align=4)
-    limit = context.cast(builder, args[2], signature.args[2],
-                         numba_types.int32)
-    splat = builder.insert_element(ir.Constant(vector_type, ir.Undefined),
-                                   limit, ir.Constant(lane, 0))
-    splat = builder.shuffle_vector(
-        splat, ir.Constant(vector_type, ir.Undefined),
-        ir.Constant(vector_type, [0] * _MASK_LANES))
-    below = builder.icmp_signed('<', vector, splat)
-    bits = builder.bitcast(below, ir.IntType(_MASK_LANES))
-    return builder.zext(bits, ir.IntType(64))
+    self.builder = builder
+    self.words = words
+    data_type, query_type = signature.args[0], signature.args[3]
+    self.width = data_type.dtype.bitwidth
+    self.lanes = 512 // self.width
+    self.lane = ir.IntType(self.width)
+    self.vector_type = ir.VectorType(self.lane, self.lanes)
+    self.intp = context.get_value_type(numba_types.intp)
+    data = context.make_array(data_type)(context, builder, args[0])
+    query = context.make_array(query_type)(context, builder, args[3])
+    offset = context.cast(builder, args[1], signature.args[1],
+                          numba_types.intp)
+    self.count = context.cast(builder, args[2], signature.args[2],
+                              numba_types.intp)
+    self.row = context.cast(builder, args[4], signature.args[4],
+                            numba_types.intp)
+    self.query_data = query.data
+    self.num_words = cgutils.unpack_tuple(builder, query.shape, 2)[1]
+    self.base = builder.gep(data.data, [offset])
+    self.ctpop = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(self.vector_type, [self.vector_type]),
+        f'llvm.ctpop.v{self.lanes}i{self.width}')
 
-  return numba_types.uint64(values, pos, bound), codegen
+  def index(self, value):
+    return ir.Constant(self.intp, value)
+
+  def num_vectors(self):
+    """Vectors covering `count` items (the last one may run past them)."""
+    return self.builder.udiv(
+        self.builder.add(self.count, self.index(self.lanes - 1)),
+        self.index(self.lanes))
+
+  def query_word(self, t, w):
+    """query[row + t, w] in every lane (w an IR value)."""
+    b = self.builder
+    flat = b.add(b.mul(b.add(self.row, self.index(t)), self.num_words), w)
+    return _splat(b, b.load(b.gep(self.query_data, [flat])), self.vector_type)
+
+  def load_word(self, first, w):
+    """Word w of items first..first + lanes - 1 (first, w IR values)."""
+    b = self.builder
+    pointer = b.gep(self.base, [b.add(first, b.mul(w, self.index(TILE)))])
+    return b.load(b.bitcast(pointer, self.vector_type.as_pointer()),
+                  align=self.width // 8)
+
+  def distances(self, first, num_queries):
+    """[lanes] distances of items first.. to queries row.. row + n - 1."""
+    b = self.builder
+    add_word = lambda dist, x, t, w: (
+        b.add(dist, b.call(self.ctpop, [b.xor(x, self.query_word(t, w))])))
+    zero = ir.Constant(self.vector_type, [0] * self.lanes)
+    if self.words:
+      dists = [zero] * num_queries
+      for w in range(self.words):
+        x = self.load_word(first, self.index(w))
+        dists = [add_word(d, x, t, self.index(w)) for t, d in enumerate(dists)]
+      return dists
+    slots = [cgutils.alloca_once_value(b, zero) for _ in range(num_queries)]
+    with cgutils.for_range(b, self.num_words) as loop:
+      x = self.load_word(first, loop.index)
+      for t, slot in enumerate(slots):
+        b.store(add_word(b.load(slot), x, t, loop.index), slot)
+    return [b.load(slot) for slot in slots]
+
+  def below(self, dist, bound):
+    """<lanes x i1>: dist < bound (bound an int64 in 0..2**31)."""
+    limit = bound if self.width == 64 else self.builder.trunc(bound, self.lane)
+    return self.builder.icmp_unsigned('<', dist,
+                                      _splat(self.builder, limit,
+                                             self.vector_type))
+
+  def any_lane(self, mask):
+    """i64 1 if some lane of the <lanes x i1> mask is set, else 0."""
+    b = self.builder
+    bits = b.bitcast(mask, ir.IntType(self.lanes))
+    return b.zext(b.icmp_unsigned('!=', bits,
+                                  ir.Constant(ir.IntType(self.lanes), 0)),
+                  ir.IntType(64))
+
+
+def _vector_args_ok(data, query, bound) -> bool:
+  """Typing check shared by the vector intrinsics (bound: a scalar type)."""
+  return (isinstance(data, numba_types.Array) and data.ndim == 1 and
+          isinstance(data.dtype, numba_types.Integer) and
+          data.dtype.bitwidth in (32, 64) and
+          isinstance(query, numba_types.Array) and query.ndim == 2 and
+          query.layout == 'C' and query.dtype == data.dtype and
+          isinstance(bound, numba_types.Integer))
+
+
+def _make_bound_test(words: int):
+  """Intrinsic: which of `_QUERY_TILE` queries beat their bound on some item.
+
+  `_bound_test_W(data, offset, count, query, row, bound)` (W = 0: any number
+  of words, looped at run time): bit t of the uint64 result is set iff some
+  item j < count of the tile slice that starts at `data[offset]` (word w of
+  item j at `offset + w * TILE + j`) lies at a distance below bound[row + t]
+  from query[row + t], t < `_QUERY_TILE`. query: [R, W] C-contiguous words of
+  data's dtype; bound: [R] int64 in 0..2**31 (0 for padding rows: they never
+  hit).
+
+  One load of the items serves the whole query tile; per query, XOR, VPOPCNT
+  (summed over the words) and an unsigned lane-wise minimum accumulate, and
+  the bounds are tested once at the end, one vector compare per query: no
+  horizontal reduction. Items past `count` up to the next multiple of the
+  lanes are read too (the tile layout keeps them inside the array), so a set
+  bit may be a false alarm, which the exact pass (`_examine`) discards; a
+  clear bit is exact.
+  """
+
+  def typer(typingctx, data, offset, count, query, row, bound):  # pylint: disable=unused-argument
+    if not (isinstance(bound, numba_types.Array) and bound.ndim == 1 and
+            bound.dtype == numba_types.int64 and
+            _vector_args_ok(data, query, numba_types.int64)):
+      return None
+
+    def codegen(context, builder, signature, args):
+      gen = _VectorCodegen(context, builder, signature, args, words)
+      bounds = context.make_array(signature.args[5])(context, builder,
+                                                     args[5]).data
+      all_ones = ir.Constant(gen.vector_type, [2**gen.width - 1] * gen.lanes)
+      minima = [cgutils.alloca_once_value(builder, all_ones)
+                for _ in range(_QUERY_TILE)]
+      with cgutils.for_range(builder, gen.num_vectors()) as loop:
+        first = builder.mul(loop.index, gen.index(gen.lanes))
+        for slot, dist in zip(minima, gen.distances(first, _QUERY_TILE)):
+          low = builder.load(slot)
+          builder.store(builder.select(builder.icmp_unsigned('<', dist, low),
+                                       dist, low), slot)
+      below = [gen.below(builder.load(slot), builder.load(
+          builder.gep(bounds, [builder.add(gen.row, gen.index(t))])))
+               for t, slot in enumerate(minima)]
+      # Mostly no query has a hit: one OR of the compare masks tells.
+      any_below = below[0]
+      for mask in below[1:]:
+        any_below = builder.or_(any_below, mask)
+      hits = cgutils.alloca_once_value(builder,
+                                       ir.Constant(ir.IntType(64), 0))
+      with builder.if_then(cgutils.is_not_null(builder, gen.any_lane(
+          any_below)), likely=False):
+        bits = ir.Constant(ir.IntType(64), 0)
+        for t, mask in enumerate(below):
+          bits = builder.or_(bits, builder.shl(gen.any_lane(mask),
+                                               ir.Constant(bits.type, t)))
+        builder.store(bits, hits)
+      return builder.load(hits)
+
+    return numba_types.uint64(data, offset, count, query, row, bound), codegen
+
+  return typer
+
+
+def _make_vector_hits(words: int):
+  """Intrinsic: which vectors of items hold an item below one query's bound.
+
+  `_vector_hits_W(data, offset, count, query, row, bound)` (W as in
+  `_make_bound_test`; bound an int64 in 0..2**31): bit i of the uint64
+  result is set iff some item of lanes * i .. lanes * (i + 1) - 1 (lanes: 8
+  uint64 or 16 uint32 codes) lies at a distance below `bound` from
+  query[row]; count <= 64 * lanes. One XOR, VPOPCNT and vector compare per
+  vector; as in `_make_bound_test`, the last vector may read past `count`.
+  """
+
+  def typer(typingctx, data, offset, count, query, row, bound):  # pylint: disable=unused-argument
+    if not _vector_args_ok(data, query, bound):
+      return None
+
+    def codegen(context, builder, signature, args):
+      gen = _VectorCodegen(context, builder, signature, args, words)
+      limit = context.cast(builder, args[5], signature.args[5],
+                           numba_types.int64)
+      hits = cgutils.alloca_once_value(builder,
+                                       ir.Constant(ir.IntType(64), 0))
+      with cgutils.for_range(builder, gen.num_vectors()) as loop:
+        first = builder.mul(loop.index, gen.index(gen.lanes))
+        (dist,) = gen.distances(first, 1)
+        hit = gen.any_lane(gen.below(dist, limit))
+        builder.store(builder.or_(builder.load(hits),
+                                  builder.shl(hit, loop.index)), hits)
+      return builder.load(hits)
+
+    return numba_types.uint64(data, offset, count, query, row, bound), codegen
+
+  return typer
 
 
 def _trailing_zeros_intrinsic(typingctx, x):  # pylint: disable=unused-argument
@@ -232,37 +413,6 @@ def _item(tile_offset, w, j):
   turn the unit-stride loads of the hot loop into gathers.
   """
   return np.uint64(tile_offset + w * TILE + j)
-
-
-def _min_distance(query, q, data, tile_offset, words, start, stop):
-  """Minimum distance to query[q] of items start..stop-1 (start < stop).
-
-  Each branch keeps the popcount's own integer width (int32 for uint32 words),
-  starting from the first item's distance, so the vector loop converts
-  nothing; the loop still starts at `start`, which keeps its vector loads
-  aligned with the tile.
-  """
-  if words == 1:
-    q0 = query[q, 0]
-    best1 = _xor_popcount(q0, data[_item(tile_offset, 0, start)])
-    for j in range(start, stop):
-      best1 = min(best1, _xor_popcount(q0, data[_item(tile_offset, 0, j)]))
-    return best1
-  if words == 2:
-    q0, q1 = query[q, 0], query[q, 1]
-    best2 = (_xor_popcount(q0, data[_item(tile_offset, 0, start)]) +
-             _xor_popcount(q1, data[_item(tile_offset, 1, start)]))
-    for j in range(start, stop):
-      best2 = min(best2, _xor_popcount(q0, data[_item(tile_offset, 0, j)]) +
-                  _xor_popcount(q1, data[_item(tile_offset, 1, j)]))
-    return best2
-  best = 1 << 30
-  for j in range(start, stop):
-    d = 0
-    for w in range(words):
-      d += _xor_popcount(query[q, w], data[_item(tile_offset, w, j)])
-    best = min(best, d)
-  return best
 
 
 def _distances(query, q, data, tile_offset, words, start, stop, out):
@@ -309,71 +459,47 @@ def _compact(q, bound, below, k, size, hist, buf_dist, buf_index):
   size[q] = kept
 
 
-def _min_distance_quad(query, q, data, tile_offset, words, start, stop):
-  """`_min_distance` of queries q..q+3 in one pass over the items."""
+def _vector_hits(query, q, b, data, tile_offset, words, start, stop):
+  """`_make_vector_hits` for codes of `words` words: bit i set iff some item
+  of the i-th vector of items start..stop-1 lies below b from query[q]."""
+  offset = tile_offset + start
+  count = stop - start
   if words == 1:
-    a, b, c, d = query[q, 0], query[q + 1, 0], query[q + 2, 0], query[q + 3, 0]
-    x = data[_item(tile_offset, 0, start)]
-    m0, m1 = _xor_popcount(a, x), _xor_popcount(b, x)
-    m2, m3 = _xor_popcount(c, x), _xor_popcount(d, x)
-    for j in range(start, stop):
-      x = data[_item(tile_offset, 0, j)]
-      m0 = min(m0, _xor_popcount(a, x))
-      m1 = min(m1, _xor_popcount(b, x))
-      m2 = min(m2, _xor_popcount(c, x))
-      m3 = min(m3, _xor_popcount(d, x))
-    return m0, m1, m2, m3
+    return _vector_hits_1(data, offset, count, query, q, b)
   if words == 2:
-    a0, a1 = query[q, 0], query[q, 1]
-    b0, b1 = query[q + 1, 0], query[q + 1, 1]
-    c0, c1 = query[q + 2, 0], query[q + 2, 1]
-    d0, d1 = query[q + 3, 0], query[q + 3, 1]
-    x0 = data[_item(tile_offset, 0, start)]
-    x1 = data[_item(tile_offset, 1, start)]
-    n0 = _xor_popcount(a0, x0) + _xor_popcount(a1, x1)
-    n1 = _xor_popcount(b0, x0) + _xor_popcount(b1, x1)
-    n2 = _xor_popcount(c0, x0) + _xor_popcount(c1, x1)
-    n3 = _xor_popcount(d0, x0) + _xor_popcount(d1, x1)
-    for j in range(start, stop):
-      x0 = data[_item(tile_offset, 0, j)]
-      x1 = data[_item(tile_offset, 1, j)]
-      n0 = min(n0, _xor_popcount(a0, x0) + _xor_popcount(a1, x1))
-      n1 = min(n1, _xor_popcount(b0, x0) + _xor_popcount(b1, x1))
-      n2 = min(n2, _xor_popcount(c0, x0) + _xor_popcount(c1, x1))
-      n3 = min(n3, _xor_popcount(d0, x0) + _xor_popcount(d1, x1))
-    return n0, n1, n2, n3
-  return (_min_distance(query, q, data, tile_offset, words, start, stop),
-          _min_distance(query, q + 1, data, tile_offset, words, start, stop),
-          _min_distance(query, q + 2, data, tile_offset, words, start, stop),
-          _min_distance(query, q + 3, data, tile_offset, words, start, stop))
+    return _vector_hits_2(data, offset, count, query, q, b)
+  if words == 3:
+    return _vector_hits_3(data, offset, count, query, q, b)
+  if words == 4:
+    return _vector_hits_4(data, offset, count, query, q, b)
+  return _vector_hits_0(data, offset, count, query, q, b)
 
 
-def _examine(query, q0, q, b, data, tile_offset, words, start, stop, item_base,
-             k, below, size, hist, buf_dist, buf_index, scratch):
+def _examine(query, q, b, data, tile_offset, words, start, stop, item_base, k,
+             below, size, hist, buf_dist, buf_index):
   """Buffers query q's items start..stop-1 (of one tile) with d < b.
 
-  Called when the minimum distance of the items is below b. Their distances
-  go to `scratch` (int32, at least stop - start rounded up to 16 entries);
-  vector compares with b give a bit mask per 16 items, and only the set bits
-  are visited (in index order). Returns the new bound.
+  Called when the bound test flags the items. A vector pass (`_vector_hits`)
+  finds the vectors of items that hold one below b; only their items are
+  visited, in index order, and their distances computed again. Returns the
+  new bound.
   """
   cap = buf_dist.shape[1]
-  count = stop - start
-  _distances(query, q0 + q, data, tile_offset, words, start, stop, scratch)
-  for j in range(count, -(-count // _MASK_LANES) * _MASK_LANES):
-    scratch[j] = 1 << 30  # never below b
-  for g in range(0, count, _MASK_LANES):
-    mask = _below_mask(scratch, g, b)
-    while mask:
-      j = g + _trailing_zeros(mask)
-      mask &= mask - np.uint64(1)
-      d = scratch[j]
-      if d < b:  # b may have moved down since the mask was taken.
+  lanes = 16 if data.itemsize == 4 else 8  # codes per 512-bit vector
+  hits = _vector_hits(query, q, b, data, tile_offset, words, start, stop)
+  while hits:
+    first = start + lanes * np.int64(_trailing_zeros(hits))
+    hits &= hits - np.uint64(1)
+    for j in range(first, min(first + lanes, stop)):
+      d = 0
+      for w in range(words):
+        d += _xor_popcount(query[q, w], data[_item(tile_offset, w, j)])
+      if d < b:  # b may have moved down since the vector was tested.
         if size[q] == cap:
           _compact(q, b, below, k, size, hist, buf_dist, buf_index)
         c = size[q]
         buf_dist[q, c] = d
-        buf_index[q, c] = item_base + start + j
+        buf_index[q, c] = item_base + j
         size[q] = c + 1
         hist[q, d] += 1
         n_below = below[q] + 1
@@ -384,42 +510,50 @@ def _examine(query, q0, q, b, data, tile_offset, words, start, stop, item_base,
   return b
 
 
-def _scan(query, q0, nq, data, num_items, words, k, tile_start, tile_step,
-          bound, below, size, hist, buf_dist, buf_index, scratch):
-  """Scans tiles tile_start, tile_start + tile_step, ... for queries q0.. .
+def _bound_test(query, row, data, tile_offset, words, start, stop, bound):
+  """`_make_bound_test` for codes of `words` words: bit t set iff query
+  row + t may have an item of start..stop-1 below its bound."""
+  offset = tile_offset + start
+  count = stop - start
+  if words == 1:
+    return _bound_test_1(data, offset, count, query, row, bound)
+  if words == 2:
+    return _bound_test_2(data, offset, count, query, row, bound)
+  if words == 3:
+    return _bound_test_3(data, offset, count, query, row, bound)
+  if words == 4:
+    return _bound_test_4(data, offset, count, query, row, bound)
+  return _bound_test_0(data, offset, count, query, row, bound)
 
-  Per query q (row q0 + q of `query`): `bound[q]` is the running bound (items
+
+def _scan(query, nq, data, num_items, words, k, tile_start, tile_step, bound,
+          below, size, hist, buf_dist, buf_index):
+  """Scans tiles tile_start, tile_start + tile_step, ... for queries 0..nq-1.
+
+  Per query q (row q of `query`, [R, W] with R a multiple of `_QUERY_TILE`;
+  rows nq.. are padding with bound 0): `bound[q]` is the running bound (items
   with d < bound enter), `below[q]` the buffered items with d < bound,
   `size[q]`, `hist[q]`, `buf_dist[q]`, `buf_index[q]` the buffer. Items are
   numbered by their rank among the scanned items (their database index when
-  tile_step == 1). Queries go in fours through the hot loop (one load of the
-  items serves four).
+  tile_step == 1). Queries go `_QUERY_TILE` at a time through the bound test
+  (one load of the items serves them all); only the queries it flags are
+  examined.
   """
   num_tiles = -(-num_items // TILE)
   rank_base = 0
   for t in range(tile_start, num_tiles, tile_step):
     count = min(TILE, num_items - t * TILE)
     tile_offset = t * words * TILE
-    for q in range(0, nq - 3, 4):
+    for row in range(0, nq, _QUERY_TILE):
       for s in range(0, count, _SUB):
         e = min(count, s + _SUB)
-        mins = _min_distance_quad(query, q0 + q, data, tile_offset, words, s,
-                                  e)
-        for i in range(4):
-          if mins[i] < bound[q + i]:
-            bound[q + i] = _examine(query, q0, q + i, bound[q + i], data,
-                                    tile_offset, words, s, e, rank_base, k,
-                                    below, size, hist, buf_dist, buf_index,
-                                    scratch)
-    for q in range(nq - nq % 4, nq):
-      b = bound[q]
-      for s in range(0, count, _SUB):
-        e = min(count, s + _SUB)
-        if _min_distance(query, q0 + q, data, tile_offset, words, s, e) < b:
-          b = _examine(query, q0, q, b, data, tile_offset, words, s, e,
-                       rank_base, k, below, size, hist, buf_dist, buf_index,
-                       scratch)
-      bound[q] = b
+        hits = _bound_test(query, row, data, tile_offset, words, s, e, bound)
+        while hits:
+          q = row + np.int64(_trailing_zeros(hits))
+          hits &= hits - np.uint64(1)
+          bound[q] = _examine(query, q, bound[q], data, tile_offset, words, s,
+                              e, rank_base, k, below, size, hist, buf_dist,
+                              buf_index)
     rank_base += count
 
 
@@ -430,8 +564,8 @@ def _reset(q, start_bound, bound, below, size, hist):
   hist[q, :] = 0
 
 
-def _topk_kernel(query, data, num_items, words, k, bits, out_index,
-                 out_dist):
+def _topk_kernel(query, data, num_items, words, k, bits, group_size,
+                 out_index, out_dist):
   """Exact top-k of every query; see the module docstring.
 
   Args:
@@ -441,11 +575,12 @@ def _topk_kernel(query, data, num_items, words, k, bits, out_index,
     words: W.
     k: results per query.
     bits: K, the code length (distances lie in 0..K).
+    group_size: queries per group (one pass over the data each).
     out_index: [Q, k] int32, filled (index -1 past N).
     out_dist: [Q, k] int32, filled (K + 1 past N).
   """
   num_q = query.shape[0]
-  num_groups = -(-num_q // _QUERY_GROUP)
+  num_groups = -(-num_q // group_size)
   num_tiles = -(-num_items // TILE)
   sampled_tiles = num_tiles // _SAMPLE_STEP
   k_sample = int(np.ceil(_SAMPLE_OVERSHOOT * k / _SAMPLE_STEP))
@@ -453,35 +588,43 @@ def _topk_kernel(query, data, num_items, words, k, bits, out_index,
                 k_sample * _SAMPLE_STEP < num_items)
   cap = 4 * k
   for g in numba.prange(num_groups):  # pylint: disable=not-an-iterable
-    q0 = g * _QUERY_GROUP
-    nq = min(num_q, q0 + _QUERY_GROUP) - q0
-    bound = np.empty(nq, np.int64)
+    q0 = g * group_size
+    nq = min(num_q, q0 + group_size) - q0
+    rows = -(-nq // _QUERY_TILE) * _QUERY_TILE
+    # The group's queries, padded to whole query tiles (bound 0: no hits).
+    group = np.zeros((rows, words), query.dtype)
+    group[:nq] = query[q0:q0 + nq]
+    bound = np.zeros(rows, np.int64)
     below = np.empty(nq, np.int64)
     size = np.empty(nq, np.int64)
     hist = np.empty((nq, bits + 2), np.int64)
     buf_dist = np.empty((nq, cap), np.int32)
     buf_index = np.empty((nq, cap), np.int32)
-    scratch = np.empty(-(-_SUB // _MASK_LANES) * _MASK_LANES, np.int32)
     start = np.full(nq, bits + 1, np.int64)
     if use_sample:
       for q in range(nq):
         _reset(q, bits + 1, bound, below, size, hist)
-      _scan(query, q0, nq, data, num_items, words, k_sample, 0, _SAMPLE_STEP,
-            bound, below, size, hist, buf_dist, buf_index, scratch)
+      _scan(group, nq, data, num_items, words, k_sample, 0, _SAMPLE_STEP,
+            bound, below, size, hist, buf_dist, buf_index)
       for q in range(nq):
         if bound[q] <= bits:  # the k_s-th sampled distance: start above it.
           start[q] = bound[q] + 1
     for q in range(nq):
       _reset(q, start[q], bound, below, size, hist)
-    _scan(query, q0, nq, data, num_items, words, k, 0, 1, bound, below, size,
-          hist, buf_dist, buf_index, scratch)
+    _scan(group, nq, data, num_items, words, k, 0, 1, bound, below, size, hist,
+          buf_dist, buf_index)
     for q in range(nq):
       if bound[q] == start[q] and start[q] <= bits:
         # Fewer than k items below the sampled bound: scan without it.
-        _reset(q, bits + 1, bound, below, size, hist)
-        _scan(query, q0 + q, 1, data, num_items, words, k, 0, 1,
-              bound[q:q + 1], below[q:q + 1], size[q:q + 1], hist[q:q + 1],
-              buf_dist[q:q + 1], buf_index[q:q + 1], scratch)
+        single = np.zeros((_QUERY_TILE, words), query.dtype)
+        single[0] = group[q]
+        single_bound = np.zeros(_QUERY_TILE, np.int64)
+        _reset(0, bits + 1, single_bound, below[q:q + 1], size[q:q + 1],
+               hist[q:q + 1])
+        _scan(single, 1, data, num_items, words, k, 0, 1, single_bound,
+              below[q:q + 1], size[q:q + 1], hist[q:q + 1], buf_dist[q:q + 1],
+              buf_index[q:q + 1])
+        bound[q] = single_bound[0]
       b = bound[q]
       _compact(q, b, below, k, size, hist, buf_dist, buf_index)
       # Stable counting sort of the buffer by distance (it is in index order).
@@ -557,15 +700,24 @@ def _block_keys_kernel(query, data, words, labels_q, labels_data, label_words,
 
 if AVAILABLE:
   _xor_popcount = numba_extending.intrinsic(_xor_popcount_intrinsic)
-  _below_mask = numba_extending.intrinsic(_below_mask_intrinsic)
+  # One bound test and one vector-hits intrinsic per unrolled word count;
+  # _0 loops over the words at run time.
+  _bound_test_0, _bound_test_1, _bound_test_2, _bound_test_3, _bound_test_4 = (
+      numba_extending.intrinsic(_make_bound_test(w))
+      for w in range(_UNROLLED_WORDS + 1))
+  _vector_hits_0, _vector_hits_1, _vector_hits_2, _vector_hits_3, _vector_hits_4 = (
+      numba_extending.intrinsic(_make_vector_hits(w))
+      for w in range(_UNROLLED_WORDS + 1))
   _trailing_zeros = numba_extending.intrinsic(_trailing_zeros_intrinsic)
   _inline = lambda fn: numba.njit(inline='always', nogil=True, cache=True)(fn)
   _item = _inline(_item)
-  _min_distance = _inline(_min_distance)
-  _min_distance_quad = _inline(_min_distance_quad)
+  _vector_hits = _inline(_vector_hits)
+  _bound_test = _inline(_bound_test)
   _distances = _inline(_distances)
   _compact = numba.njit(nogil=True, cache=True)(_compact)
-  _examine = numba.njit(nogil=True, cache=True)(_examine)
+  # Inlined: as a call, its array arguments cost a reference count each
+  # (atomic) way in and out, more than a pass over the items.
+  _examine = _inline(_examine)
   _reset = numba.njit(nogil=True, cache=True)(_reset)
   _scan = numba.njit(nogil=True, cache=True)(_scan)
   _topk_kernel = numba.njit(nogil=True, parallel=True, cache=True)(
@@ -583,6 +735,13 @@ def _require() -> None:
   if not AVAILABLE:
     raise RuntimeError('The CPU Hamming kernel needs numba (pip install '
                        'numba).')
+
+
+def _group_size(num_queries: int) -> int:
+  """Queries per group: at least two groups per thread, whole query tiles,
+  at most `_QUERY_GROUP` (each group reads the data once)."""
+  per_group = -(-num_queries // (2 * numba.get_num_threads()))
+  return min(_QUERY_GROUP, -(-per_group // _QUERY_TILE) * _QUERY_TILE)
 
 
 def topk(query: np.ndarray, tiles: Tiles, *, k: int, bits: int
@@ -619,7 +778,7 @@ def topk(query: np.ndarray, tiles: Tiles, *, k: int, bits: int
       chunk_size = numba.set_parallel_chunksize(1)
       try:
         _topk_kernel(query, tiles.data, tiles.num_items, tiles.num_words, k,
-                     bits, out_index, out_dist)
+                     bits, _group_size(num_q), out_index, out_dist)
       finally:
         numba.set_parallel_chunksize(chunk_size)
   return out_index, out_dist
