@@ -18,6 +18,8 @@ import method_batches
 from crossmodal_hash import sharding
 from crossmodal_hash import data as data_lib  # pylint: disable=unused-import
 from crossmodal_hash.methods import registry as method_registry
+from crossmodal_hash.models import label
+from crossmodal_hash.models import layers
 from crossmodal_hash.trainers import alternating
 from crossmodal_hash.trainers import harness
 
@@ -348,3 +350,37 @@ def test_model_sharded_run_resumes_exactly(tmp_path):
     for part in ('params', 'memory', 'step', 'rng'):
       jax.tree.map(np.testing.assert_array_equal, getattr(host, part),
                    state_b[part])
+
+
+def test_split_layer_with_lrn_equals_whole():
+  """SSAH's LabNet ends its split layer in an LRN over the channels, a window
+  that crosses the split: its output and gradient with the params placed by
+  the default rules on data=4 x model=2 (the batch over `data`) equal one
+  device's to float32 rounding. This is the default suite's SSAH check of
+  the split; SSAH's whole steps against data=8 are
+  test_model_axis_steps_equal_data_axis (slow)."""
+  encoder = label.LabelEncoder(hidden=64)
+  labels = jax.random.bernoulli(jax.random.PRNGKey(1), 0.3,
+                                (32, 8)).astype(jnp.float32)
+  with layers.logical_boxes():
+    boxed = jax.eval_shape(encoder.init, jax.random.PRNGKey(0), labels)
+  mesh = _mesh('data4_model2')
+  shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh,
+                                          sharding.LOGICAL_AXIS_RULES)
+  params = encoder.init(jax.random.PRNGKey(0), labels)
+  split = jax.device_put(params, shardings)
+  assert _spec(split['params']['dense']['kernel']) == (None, 'model')
+
+  def loss(variables, x):
+    y = encoder.apply(variables, x)
+    return jnp.sum(jnp.sin(y) * jnp.arange(64.0)), y
+
+  grad = jax.jit(jax.value_and_grad(loss, has_aux=True))
+  (value, out), grads = grad(
+      split, jax.device_put(labels, sharding.batch_sharded(mesh)))
+  assert _spec(grads['params']['dense']['kernel']) == (None, 'model')
+  with jax.default_device(jax.devices()[0]):
+    (value_1, out_1), grads_1 = jax.jit(jax.value_and_grad(
+        loss, has_aux=True))(jax.device_get(params), labels)
+  chex.assert_trees_all_close((value, out, grads), (value_1, out_1, grads_1),
+                              rtol=1e-5, atol=1e-6)
