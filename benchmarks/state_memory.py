@@ -1,8 +1,9 @@
 r"""Per-device memory of the training state and the resident training arrays,
-replicated against item-sharded (the README's scale-out table).
+replicated against item-sharded, and the wide layers split over the `model`
+mesh axis (the README's scale-out tables).
 
   python benchmarks/state_memory.py [--num_devices 8] [--measure_max_gb 2]
-      [--out state_memory.json]
+      [--model_meshes 8x1,4x2,2x4] [--out state_memory.json]
 
 For SSAH and DCMH at their usual sizes (configs/ssah_mirflickr.py and
 configs/dcmh_mirflickr.py: CNN-F 224 x 224, 16 bits, MIRFLICKR-25K's 24
@@ -12,8 +13,9 @@ and 1,000,000, on a mesh of `--num_devices` on the data axis:
 
   * computed: the bytes one device holds, from the abstract state
     (`jax.eval_shape(method.init)`) and the shardings the run gives it
-    (`harness.state_sharding`, `harness.resident_axes`): under the default
-    `config.sharding.logical_axis_rules` (('items', 'data'),) and under ()
+    (`harness.state_sharding`, `harness.resident_axes`): under the item rule
+    of the default `config.sharding.logical_axis_rules` (('items', 'data'),;
+    the default's ('mlp', 'model') is a no-op with model=1) and under ()
     (everything replicated, what every run did before). Nothing is
     allocated. 'state' is params + optimizer states + memories;
     'resident' the 'label' and 'text' arrays every placement keeps on the
@@ -25,6 +27,14 @@ and 1,000,000, on a mesh of `--num_devices` on the data axis:
     placed on the simulated CPU devices by the trainer's path
     (`sharding.put_by_axes`), summed from one device's shards, where all
     copies together fit in `--measure_max_gb` of host memory.
+
+The model-axis table: the same state under the default rules (items over
+`data`, the wide layers' 'mlp' width over `model`: CNN-F's fc6/fc7, SSAH's
+4096-wide LabNet and TxtNet layers, models/layers.py) on each `data x model`
+mesh of `--model_meshes` (default 8x1, 4x2, 2x4), for `--model_items`
+training items: per-device params + optimizer states (computed, and XLA's
+output size of the sharded init, measured), and the memories, which then
+split only `data` ways.
 """
 from __future__ import annotations
 
@@ -69,7 +79,8 @@ from crossmodal_hash.trainers import harness
 CONFIGS = {'ssah': ssah_mirflickr.get_config, 'dcmh': dcmh_mirflickr.get_config}
 ITEMS = (10_000, 190_000, 1_000_000)
 NUM_LABELS, TEXT_DIM, PIXELS = 24, 1386, 224
-PLACEMENTS = {'replicated': (), 'item-sharded': sharding.LOGICAL_AXIS_RULES}
+PLACEMENTS = {'replicated': (), 'item-sharded': ((sharding.ITEMS,
+                                                  sharding.DATA_AXIS),)}
 
 
 def _method(name: str):
@@ -156,6 +167,19 @@ def measured(method, num_items: int, mesh, rules, max_bytes: float
   return out
 
 
+def model_axis_row(method, num_items: int, data: int, model: int
+                  ) -> dict[str, int]:
+  """One device's bytes under the default rules on a data x model mesh:
+  'params_opt', 'memory' (computed) and 'xla_state' (measured)."""
+  mesh = sharding.make_mesh(ml_collections.ConfigDict(
+      {'data': data, 'model': model}))
+  rules = sharding.LOGICAL_AXIS_RULES
+  bytes_ = computed(method, num_items, mesh, rules)
+  return {'params_opt': bytes_['params_opt'], 'memory': bytes_['memory'],
+          # max_bytes=0: the state only, no resident arrays allocated.
+          'xla_state': measured(method, num_items, mesh, rules, 0)['state']}
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--num_devices', type=int, default=8,
@@ -165,6 +189,11 @@ def main() -> None:
                       'together hold at most this many GB')
   parser.add_argument('--methods', default='ssah,dcmh')
   parser.add_argument('--items', default=','.join(map(str, ITEMS)))
+  parser.add_argument('--model_meshes', default='8x1,4x2,2x4',
+                      help='data x model meshes of the model-axis table '
+                      "('' skips it)")
+  parser.add_argument('--model_items', type=int, default=10_000,
+                      help='training items of the model-axis table')
   parser.add_argument('--out', default=None, help='write the rows as JSON')
   args = parser.parse_args()
   mesh = sharding.make_mesh(ml_collections.ConfigDict(
@@ -196,11 +225,34 @@ def main() -> None:
           f'{mb(r["resident"]):>10s} {mb(r["state"] + r["resident"]):>10s} '
           f'{mb(r["images"])} {mb(r["measured"]["state"])} '
           f'{mb(r["measured"]["resident"]) if r["measured"]["resident"] is not None else "-":>9s}')
+  model_rows = []
+  for name in args.methods.split(',') if args.model_meshes else ():
+    method = _method(name)
+    for mesh_name in args.model_meshes.split(','):
+      data, model = map(int, mesh_name.split('x'))
+      model_rows.append({'method': name, 'items': args.model_items,
+                         'data': data, 'model': model,
+                         **model_axis_row(method, args.model_items, data,
+                                          model)})
+  if model_rows:
+    print(f'\nPer-device MB, default rules (items over data, the wide '
+          f"layers' 'mlp' width over model), {args.model_items:,d} items:")
+    header = (f'{"method":6s} {"data x model":>12s} {"params+opt":>10s} '
+              f'{"memories":>9s} {"XLA state":>9s} {"vs data only":>12s}')
+    print(header)
+    print('-' * len(header))
+    for r in model_rows:
+      base = next((b['params_opt'] for b in model_rows
+                   if b['method'] == r['method'] and b['model'] == 1), None)
+      ratio = f'{r["params_opt"] / base:11.2f}x' if base else f'{"-":>12s}'
+      print(f'{r["method"]:6s} {r["data"]:>5d} x {r["model"]:<4d} '
+            f'{mb(r["params_opt"]):>10s} {mb(r["memory"])} '
+            f'{mb(r["xla_state"])} {ratio}')
   if args.out:
     with open(args.out, 'w', encoding='utf-8') as f:
       json.dump({'num_devices': args.num_devices,
-                 'platform': jax.devices()[0].platform, 'rows': rows}, f,
-                indent=1)
+                 'platform': jax.devices()[0].platform, 'rows': rows,
+                 'model_axis_rows': model_rows}, f, indent=1)
 
 
 if __name__ == '__main__':

@@ -123,8 +123,9 @@ def add_run_defaults(config: ml_collections.ConfigDict, *,
   # MaxText's logical axis rules: (logical name, mesh axis or None) pairs
   # that place the state's and the resident arrays' dimensions
   # (sharding.py); by default the rows of item-indexed memories and of the
-  # training arrays ('items') split over `data`, all else replicated.
-  # () replicates everything.
+  # training arrays ('items') split over `data`, and the wide layers' hidden
+  # width ('mlp', models/layers.py) over `model` (one way unless
+  # mesh.model > 1), all else replicated. () replicates everything.
   config.sharding = ml_collections.ConfigDict()
   config.sharding.logical_axis_rules = sharding.LOGICAL_AXIS_RULES
   return config

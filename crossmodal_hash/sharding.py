@@ -9,8 +9,11 @@ carry logical axis names (a method's `memory_axes`, e.g. SSAH's 'lab_code'
 ('items', 'bits')), and `config.sharding.logical_axis_rules` maps each name to
 a mesh axis (`flax.linen.logical_to_mesh_axes`). The default rules shard the
 'items' axis, the T rows of item-indexed memories and of the resident training
-arrays, over `data`; every other name, and every array without names, is
-replicated.
+arrays, over `data`, and the 'mlp' axis, the hidden width of the wide Dense
+layers (CNN-F's fc6/fc7, SSAH's 4096-wide trunks, models/layers.py), over
+`model`: with the default mesh (model=1) that split is one way, i.e. none.
+Every other name, and every array without names, is replicated. A param's
+optimizer state (Adam's moments) has the param's names and sharding.
 """
 from __future__ import annotations
 
@@ -28,10 +31,14 @@ MODEL_AXIS = 'model'
 # The logical name of a dimension that indexes training items (rows of the
 # memories and of the resident arrays, [T, ...]).
 ITEMS = 'items'
+# The logical names of a wide Dense layer's dimensions (models/layers.py):
+# its hidden width, and a width left whole.
+MLP = 'mlp'
+EMBED = 'embed'
 # `config.sharding.logical_axis_rules`' default: (logical name, mesh axis or
 # None) pairs, the first rule naming a free mesh axis wins (MaxText's
 # `logical_axis_rules`). Names absent here ('bits', 'embed', ...) replicate.
-LOGICAL_AXIS_RULES = ((ITEMS, DATA_AXIS),)
+LOGICAL_AXIS_RULES = ((ITEMS, DATA_AXIS), (MLP, MODEL_AXIS))
 
 Rules = Sequence[tuple[str, str | tuple[str, ...] | None]]
 # Logical names of an array's dimensions, e.g. ('items', 'bits'); () for none.
@@ -172,6 +179,10 @@ def logical_sharding(shape: Sequence[int], axes: LogicalAxes,
   return NamedSharding(mesh, P(*spec))
 
 
+def _is_box(x: Any) -> bool:
+  return isinstance(x, nn.LogicallyPartitioned)
+
+
 def state_shardings(abstract_state: Any,
                     memory_axes: Mapping[str, LogicalAxes],
                     mesh: jax.sharding.Mesh, rules: Rules) -> Any:
@@ -179,15 +190,18 @@ def state_shardings(abstract_state: Any,
 
   Args:
     abstract_state: a `base.TrainState` of arrays or ShapeDtypeStructs (e.g.
-      `jax.eval_shape(method.init, ...)`).
+      `jax.eval_shape(method.init, ...)`); a leaf boxed in
+      `nn.LogicallyPartitioned` (a wide layer's param or its optimizer state,
+      traced within `models.layers.logical_boxes`) is placed by its names.
     memory_axes: {memory name: its logical axes}, the method's `memory_axes`;
-      a memory it does not name, and every other leaf (params, optimizer
-      states, step, rng), is replicated.
+      a memory it does not name, and every other leaf (unnamed params and
+      optimizer states, step, rng), is replicated.
     mesh: the mesh.
     rules: (logical name, mesh axis) pairs.
 
   Returns:
-    A pytree of NamedShardings shaped like `abstract_state`.
+    A pytree of NamedShardings shaped like `abstract_state` without its
+    boxes (`nn.meta.unbox`).
   """
   unknown = sorted(set(memory_axes) - set(abstract_state.memory))
   if unknown:
@@ -196,8 +210,15 @@ def state_shardings(abstract_state: Any,
   memory = {name: logical_sharding(x.shape, tuple(memory_axes.get(name, ())),
                                    mesh, rules, f'memory {name!r}')
             for name, x in abstract_state.memory.items()}
-  rest = jax.tree.map(lambda _: replicated(mesh),
-                      abstract_state.replace(memory={}))
+
+  def leaf(path, x):
+    if not _is_box(x):
+      return replicated(mesh)
+    return logical_sharding(x.value.shape, tuple(x.names), mesh, rules,
+                            f'param {jax.tree_util.keystr(path)}')
+
+  rest = jax.tree_util.tree_map_with_path(
+      leaf, abstract_state.replace(memory={}), is_leaf=_is_box)
   return rest.replace(memory=memory)
 
 

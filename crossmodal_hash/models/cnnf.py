@@ -126,7 +126,8 @@ class CNNF(nn.Module):
 
     x = x.reshape((x.shape[0], -1))
     for j, features in enumerate(self.fc_features):
-      x = layers.dense(self, features, f'fc{n + 1 + j}')(x)
+      x = layers.dense(self, features, f'fc{n + 1 + j}',
+                       axes=layers.stack_axes(j))(x)
       x = nn.relu(x)
     return x
 

@@ -33,7 +33,8 @@ class LabelEncoder(nn.Module):
   @nn.compact
   def __call__(self, labels: jax.Array) -> jax.Array:
     """labels: [B, L] multi-hot (any numeric dtype) -> [B, hidden] in `dtype`."""
-    x = layers.dense(self, self.hidden, 'dense')(labels.astype(self.dtype))
+    x = layers.dense(self, self.hidden, 'dense', axes=layers.COLUMN)(
+        labels.astype(self.dtype))
     x = nn.relu(x)
     if self.lrn_final:
       x = self.lrn(x)

@@ -1,15 +1,79 @@
-"""Shared building blocks: local response normalisation and initialisers."""
+"""Shared building blocks: local response normalisation, initialisers, and
+the logical axis names of the wide layers' parameters."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from crossmodal_hash import sharding
+
 Dtype = Any
 Initializer = Callable[..., jax.Array]
+
+# Logical names of a wide Dense layer's dimensions, the MaxText way: 'mlp' is
+# a hidden width (CNN-F's fc6/fc7 4096, SSAH's 4096, DCMH's 8192) that
+# `config.sharding.logical_axis_rules` may split over the `model` mesh axis;
+# 'embed' is a width left whole (unless a rule names it).
+EMBED = sharding.EMBED
+MLP = sharding.MLP
+# A stack of wide layers alternates the two (Megatron's pairing): an even
+# layer splits its output width (kernel [D, W] as (embed, mlp), bias (mlp,)),
+# the odd one after it its input width (kernel [W, D'] as (mlp, embed)), so the
+# split activations between them stay on their devices and the pair ends in
+# one sum over `model`.
+COLUMN = (EMBED, MLP)
+ROW = (MLP, EMBED)
+
+_BOX_PARAMS = contextvars.ContextVar('box_params', default=False)
+
+
+@contextlib.contextmanager
+def logical_boxes() -> Iterator[None]:
+  """Within this context, named layers box their new params in
+  `nn.LogicallyPartitioned` (their logical axis names); outside it they are
+  plain arrays, so no box reaches a state, checkpoint, recorded param tree or
+  pretrained-weight merge. The harness traces `method.init` in here
+  (`jax.eval_shape`, shapes only) to read each param's names."""
+  token = _BOX_PARAMS.set(True)
+  try:
+    yield
+  finally:
+    _BOX_PARAMS.reset(token)
+
+
+def partitioned(init: Initializer, axes: Sequence[str] | None
+               ) -> Initializer:
+  """`init`, giving its params the logical `axes` inside `logical_boxes`.
+
+  Args:
+    init: a Flax initialiser.
+    axes: one logical name per dimension of the param (e.g. `COLUMN` for a
+      [D, W] kernel), or None for no names (replicated).
+  """
+  if axes is None or not _BOX_PARAMS.get():
+    return init
+  return nn.with_logical_partitioning(init, tuple(axes))
+
+
+def stack_axes(index: int) -> sharding.LogicalAxes:
+  """The kernel axes of layer `index` of a stack of wide layers: `COLUMN`
+  for an even one, `ROW` for an odd one."""
+  return ROW if index % 2 else COLUMN
+
+
+def dense_kwargs(axes: Sequence[str] | None, kernel: Initializer,
+                 bias: Initializer) -> dict[str, Initializer]:
+  """`nn.Dense`'s kernel_init and bias_init, named by the kernel's `axes`
+  (the bias takes the output dimension's name); None: unnamed."""
+  return dict(kernel_init=partitioned(kernel, axes),
+              bias_init=partitioned(bias, None if axes is None
+                                    else tuple(axes)[-1:]))
 
 
 def at_least_float32(x: jax.Array) -> jax.Array:
@@ -89,17 +153,20 @@ def normal_init(std: float) -> Initializer:
 
 
 def dense(module: nn.Module, features: int, name: str, *,
-          use_bias: bool = True) -> nn.Dense:
+          use_bias: bool = True,
+          axes: Sequence[str] | None = None) -> nn.Dense:
   """A Dense layer with `module`'s init_std, bias_std, dtype and param_dtype.
 
   Called inside `module`'s compact `__call__`, so the layer is its child,
   named `name`. A module without a `bias_std` field (or with None) starts its
   biases at zero; SSAH's modules draw them from N(0, bias_std^2), as the
-  official code does for every new layer.
+  official code does for every new layer. `axes` are the kernel's logical
+  names (`COLUMN`, `ROW`; None: unnamed, replicated), read by the harness
+  through `logical_boxes`; they do not change the params.
   """
   return nn.Dense(features, use_bias=use_bias,
-                  kernel_init=kernel_init(module.init_std),
-                  bias_init=bias_init(getattr(module, 'bias_std', None)),
+                  **dense_kwargs(axes, kernel_init(module.init_std),
+                                 bias_init(getattr(module, 'bias_std', None))),
                   dtype=module.dtype, param_dtype=module.param_dtype,
                   name=name)
 

@@ -36,6 +36,13 @@ MODALITIES = ('img', 'txt')
 _MSRA = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 
 
+def _wide_inits(index: int) -> dict[str, layers.Initializer]:
+  """Layer `index` of a stem or of the semantic net (4096 wide): MSRA
+  kernel, zero bias, named `layers.stack_axes(index)`."""
+  return layers.dense_kwargs(layers.stack_axes(index), _MSRA,
+                             nn.initializers.zeros_init())
+
+
 def _batch_norm(train: bool, name: str, affine: bool = False,
                 dtype: layers.Dtype = jnp.float32) -> nn.BatchNorm:
   return nn.BatchNorm(use_running_average=not train, momentum=0.9,
@@ -63,8 +70,8 @@ class Stem(nn.Module):
       x = _batch_norm(train, 'input_bn', affine=True, dtype=self.dtype)(x)
     outs = []
     for i, width in enumerate(self.widths):
-      x = nn.Dense(width, kernel_init=_MSRA, dtype=self.dtype,
-                   name=f'fc{i}')(x)
+      x = nn.Dense(width, dtype=self.dtype, name=f'fc{i}',
+                   **_wide_inits(i))(x)
       x = nn.relu(_batch_norm(train, f'bn{i}', dtype=self.dtype)(x))
       outs.append(x)
     return outs
@@ -87,8 +94,8 @@ class SemanticNet(nn.Module):
               ) -> tuple[jax.Array, jax.Array]:
     pre_bn = x
     for i, width in enumerate(self.widths):
-      pre_bn = nn.Dense(width, kernel_init=_MSRA, dtype=self.dtype,
-                        name=f'fc{i}')(x)
+      pre_bn = nn.Dense(width, dtype=self.dtype, name=f'fc{i}',
+                        **_wide_inits(i))(x)
       x = nn.relu(_batch_norm(train, f'bn{i}', dtype=self.dtype)(pre_bn))
     logits = nn.Dense(self.num_classes, kernel_init=_MSRA, dtype=self.dtype,
                       name='logits')(x)

@@ -43,7 +43,7 @@ class MLP(nn.Module):
     x = x.astype(self.dtype)
     last = len(self.features) - 1
     for i, width in enumerate(self.features):
-      x = layers.dense(self, width, f'dense_{i}')(x)
+      x = layers.dense(self, width, f'dense_{i}', axes=layers.stack_axes(i))(x)
       if i < last or self.activate_final:
         x = nn.relu(x)
     if self.lrn_final:

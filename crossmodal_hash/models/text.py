@@ -124,7 +124,7 @@ class MultiScaleTextEncoder(nn.Module):
         dtype=self.dtype,
         param_dtype=self.param_dtype,
         name='fusion')(x)
-    y = layers.dense(self, self.hidden, 'dense')(
+    y = layers.dense(self, self.hidden, 'dense', axes=layers.COLUMN)(
         fused.reshape((fused.shape[0], -1)))
     y = nn.relu(y)
     if self.lrn_final:

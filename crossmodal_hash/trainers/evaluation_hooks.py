@@ -85,18 +85,21 @@ def sign_codes(x: np.ndarray) -> np.ndarray:
 
 def make_encode_fn(method: base.Method, modality: str,
                    mesh: jax.sharding.Mesh):
-  """jit(params, x [B, ...], image_stats) -> [B, K] outputs, batch-sharded."""
+  """jit(params, x [B, ...], image_stats) -> [B, K] outputs, batch-sharded.
+
+  The params keep the placement they come with (a run's state: the wide
+  layers split over `model` by the logical axis rules; host arrays:
+  replicated), so no in_shardings: a fixed one would reject the other.
+  """
+  batch = sharding.batch_sharded(mesh)
 
   def encode_batch(params, x, stats):
+    x = jax.lax.with_sharding_constraint(x, batch)
     if modality == 'img':
       x = preprocess.normalize(x, *stats)
     return method.encode(params, modality, x)
 
-  replicated = sharding.replicated(mesh)
-  return jax.jit(encode_batch,
-                 in_shardings=(replicated, sharding.batch_sharded(mesh),
-                               replicated),
-                 out_shardings=sharding.batch_sharded(mesh))
+  return jax.jit(encode_batch, out_shardings=batch)
 
 
 def _local_block(inputs: Any, rows: np.ndarray, start: int,
@@ -128,7 +131,7 @@ def encode(method: base.Method, params: Any, modality: str, inputs: Any, *,
 
   Args:
     method: the trained method.
-    params: its params (replicated).
+    params: its params (as the state places them, or host arrays).
     modality: 'img', 'txt' or 'lab'.
     inputs: [N, ...] host array or lazy array (`data.lazy.LazyArray`); raw
       pixels/features for 'img'. Read one batch at a time.

@@ -50,6 +50,7 @@ from crossmodal_hash.data import types
 from crossmodal_hash.evaluation import suite
 from crossmodal_hash.methods import base
 from crossmodal_hash.methods import registry as method_registry
+from crossmodal_hash.models import layers
 from crossmodal_hash.models import registry as models_registry
 from crossmodal_hash.trainers import evaluation_hooks
 from crossmodal_hash.trainers import evaluators as evaluators_lib
@@ -207,11 +208,11 @@ def fresh_state(method: base.Method, seed: int, init_data: dict[str, Any],
   then the method's `init_pretrained` (weights from files its config names,
   e.g. a CNN-F trunk through models/registry.py)."""
   rng = jax.random.PRNGKey(seed)
-  state = jax.jit(method.init, out_shardings=state_sharding(
-      method, rng, init_data, mesh, rules))(rng, init_data)
+  shardings = state_sharding(method, rng, init_data, mesh, rules)
+  state = jax.jit(method.init, out_shardings=shardings)(rng, init_data)
   if pretrained and hasattr(method, 'init_pretrained'):
-    state = state.replace(params=sharding.put_replicated(
-        method.init_pretrained(state.params), mesh))
+    state = state.replace(params=jax.device_put(
+        method.init_pretrained(state.params), shardings.params))
   return state
 
 
@@ -219,11 +220,20 @@ def state_sharding(method: base.Method, rng: jax.Array,
                    init_data: dict[str, Any], mesh: jax.sharding.Mesh,
                    rules: sharding.Rules) -> Any:
   """The NamedShardings of `method.init(rng, init_data)`'s leaves: the
-  memories by the method's `memory_axes` and `rules`, the rest replicated
-  (`sharding.state_shardings`); computed from shapes alone."""
+  memories by the method's `memory_axes` and `rules`, the wide layers'
+  params and their optimizer states by their logical names
+  (`models.layers`), the rest replicated (`sharding.state_shardings`);
+  computed from shapes alone.
+
+  The names are read from a trace of `method.init` within
+  `layers.logical_boxes`, the one place params are boxed; a fresh function
+  each call, so that trace is never taken from (or left in) the jit cache of
+  the unboxed `method.init`.
+  """
+  with layers.logical_boxes():
+    abstract = jax.eval_shape(lambda r, d: method.init(r, d), rng, init_data)
   return sharding.state_shardings(
-      jax.eval_shape(method.init, rng, init_data),
-      getattr(method, 'memory_axes', {}), mesh, rules)
+      abstract, getattr(method, 'memory_axes', {}), mesh, rules)
 
 
 def pass_order(rng: jax.Array, data: base.Batch, pass_index: jax.Array,
