@@ -242,7 +242,42 @@ def _read(path: str, kind: str | None) -> _File:
   return _File(file_kind, width, words, count, rows, metadata, ids)
 
 
-class HammingIndex:
+class _Rows:
+  """An index's rows, appended in parts, and their [N] ids (both kinds)."""
+
+  def __init__(self, metadata: dict[str, Any] | None):
+    self.metadata = dict(metadata or {})
+    self._ids: list[str] = []
+    self._parts: list[np.ndarray] = []
+    self._size = 0
+    self._prepared = None  # The search's placed database, built lazily.
+
+  def _append_rows(self, rows: np.ndarray, ids, what: str) -> None:
+    """Appends [M, W] `rows` as rows N..N+M-1 with their ids (`_ids`; `what`
+    names the rows in its errors)."""
+    self._ids.extend(_ids(ids, self._size, len(rows), what))
+    if len(rows):
+      self._parts.append(rows)
+      self._size += len(rows)
+      self._prepared = None
+
+  def _all_rows(self, width: int, dtype: Any) -> np.ndarray:
+    """All rows as one [N, width] array (the parts joined once)."""
+    if len(self._parts) != 1:
+      self._parts = [np.concatenate(self._parts, axis=0) if self._parts
+                     else np.zeros((0, width), dtype)]
+    return self._parts[0]
+
+  def __len__(self) -> int:
+    return self._size
+
+  @property
+  def ids(self) -> list[str]:
+    """[N] item ids, in index order."""
+    return self._ids
+
+
+class HammingIndex(_Rows):
   """Exact Hamming k-NN index over bit-packed binary codes.
 
   Attributes:
@@ -267,15 +302,11 @@ class HammingIndex:
     """
     packing.num_words(bits)  # validates bits
     search_lib.resolve_kernel(kernel)  # validates kernel
+    super().__init__(metadata)
     self.bits = int(bits)
-    self.metadata = dict(metadata or {})
-    self._ids: list[str] = []
     self._kernel = kernel
     self._mesh, self._axis = mesh, axis
     self._chunk_size, self._query_batch = chunk_size, query_batch
-    self._parts: list[np.ndarray] = []
-    self._size = 0
-    self._prepared = None
 
   # Building.
 
@@ -314,28 +345,12 @@ class HammingIndex:
                        f'got {packed.dtype} {packed.shape}.')
     if not _check_padding(packed, self.bits):
       raise ValueError(f'Packed codes have bits set past bit {self.bits}.')
-    self._ids.extend(_ids(ids, self._size, len(packed), 'codes'))
-    if packed.shape[0]:
-      self._parts.append(np.array(packed, np.uint32))
-      self._size += packed.shape[0]
-      self._prepared = None
-
-  def __len__(self) -> int:
-    return self._size
-
-  @property
-  def ids(self) -> list[str]:
-    """[N] item ids, in index order."""
-    return self._ids
+    self._append_rows(np.array(packed, np.uint32), ids, 'codes')
 
   @property
   def packed(self) -> np.ndarray:
     """All codes, [N, W] uint32."""
-    if len(self._parts) != 1:
-      words = packing.num_words(self.bits)
-      self._parts = [np.concatenate(self._parts, axis=0) if self._parts
-                     else np.zeros((0, words), np.uint32)]
-    return self._parts[0]
+    return self._all_rows(packing.num_words(self.bits), np.uint32)
 
   # Searching.
 
@@ -441,7 +456,7 @@ class HammingIndex:
     return faiss_io.to_faiss_index(self.packed, self.bits)
 
 
-class CosineIndex:
+class CosineIndex(_Rows):
   """Exact cosine k-NN index over L2-normalised float32 embeddings.
 
   Attributes:
@@ -466,15 +481,11 @@ class CosineIndex:
     """
     if int(dim) < 1:
       raise ValueError(f'dim must be >= 1; got {dim}.')
+    super().__init__(metadata)
     self.dim = int(dim)
-    self.metadata = dict(metadata or {})
     self.path: str | None = None
-    self._ids: list[str] = []
     self._mesh, self._axis = mesh, axis
     self._block_size, self._query_batch = block_size, query_batch
-    self._parts: list[np.ndarray] = []
-    self._size = 0
-    self._prepared = None
 
   def _name(self) -> str:
     return self.path or 'The index'
@@ -500,27 +511,12 @@ class CosineIndex:
 
   def _append(self, rows: np.ndarray, ids) -> None:
     """Appends [M, D] float32 rows that are already normalised."""
-    self._ids.extend(_ids(ids, self._size, len(rows), 'embeddings'))
-    if len(rows):
-      self._parts.append(rows)
-      self._size += len(rows)
-      self._prepared = None
-
-  def __len__(self) -> int:
-    return self._size
-
-  @property
-  def ids(self) -> list[str]:
-    """[N] item ids, in index order."""
-    return self._ids
+    self._append_rows(rows, ids, 'embeddings')
 
   @property
   def embeddings(self) -> np.ndarray:
     """All rows, [N, D] float32 of unit (or zero) L2 norm."""
-    if len(self._parts) != 1:
-      self._parts = [np.concatenate(self._parts, axis=0) if self._parts
-                     else np.zeros((0, self.dim), np.float32)]
-    return self._parts[0]
+    return self._all_rows(self.dim, np.float32)
 
   def search(self, query, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of [Q, D] real queries by cosine similarity.
