@@ -10,6 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+import conftest
 from conftest import TINY_OVERRIDES
 from crossmodal_hash import checkpointing
 from crossmodal_hash import data as data_lib  # Registers the datasets.
@@ -340,10 +341,10 @@ def test_nan_stops_with_clear_message_and_keeps_last_good_checkpoint(
 
 
 def _main(*args, cwd=REPO_ROOT):
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)  # The CLI runs on the machine's real devices.
+  # The CLI runs on the machine's real devices.
   return subprocess.run([sys.executable, '-m', 'crossmodal_hash.main', *args],
-                        cwd=cwd, env=env, capture_output=True, text=True,
+                        cwd=cwd, env=conftest.subprocess_env(),
+                        capture_output=True, text=True,
                         timeout=600, check=False)
 
 

@@ -5,12 +5,13 @@ import os
 import subprocess
 import sys
 
+import conftest
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(args, tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)  # One CPU device unless the benchmark asks.
+  env = conftest.subprocess_env()  # One CPU device unless it asks.
   result = subprocess.run([sys.executable] + args, cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=600,
                           check=False, stdin=subprocess.DEVNULL)

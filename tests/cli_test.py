@@ -19,6 +19,7 @@ from crossmodal_hash import cli
 from crossmodal_hash import config_utils
 from crossmodal_hash.evaluation import report
 from crossmodal_hash.trainers import alternating
+import conftest  # pylint: disable=g-bad-import-order
 from conftest import TINY_OVERRIDES  # pylint: disable=g-bad-import-order
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,9 +28,7 @@ TINY = f'configs/ssah_synthetic.py:{TINY_OVERRIDES}'
 
 
 def _env():
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)
-  return env
+  return conftest.subprocess_env()
 
 
 def _run(module, *args, cwd=REPO_ROOT):

@@ -202,15 +202,13 @@ def test_sharded_steps_equal_replicated(tiny_config, method_name, mesh_name):
                               atol=1e-4 if method_name == 'ssah' else 1e-6)
 
 
-def test_sharded_run_resumes_exactly(tmp_path):
-  """A run killed after pass 1 (the image net's) and resumed for pass 2 (the
-  text net's) saves the state of a run that went straight through pass 2,
-  bit for bit; orbax restores the checkpoint onto the rules' shardings, also
-  of another mesh."""
-  config = _dcmh_config()
-  straight = alternating.train_and_evaluate(config, str(tmp_path / 'a'),
-                                            stop_after_passes=2)
-  assert straight == {'stopped_at_pass': 2}
+def _straight_equals_resumed(config, tmp_path):
+  """Runs `config` straight through pass 2 in tmp_path/a, and killed after
+  pass 1 and resumed for pass 2 in tmp_path/b; asserts that both last
+  checkpoints are pass 2's and equal bit for bit; returns b's state."""
+  assert alternating.train_and_evaluate(
+      config, str(tmp_path / 'a'), stop_after_passes=2) == {
+          'stopped_at_pass': 2}
   assert alternating.train_and_evaluate(
       config, str(tmp_path / 'b'), stop_after_passes=1) == {
           'stopped_at_pass': 1}
@@ -220,6 +218,15 @@ def test_sharded_run_resumes_exactly(tmp_path):
   step_b, state_b = conftest.latest_checkpoint(str(tmp_path / 'b'))
   assert step_a == step_b == 2
   jax.tree.map(np.testing.assert_array_equal, state_a, state_b)
+  return state_b
+
+
+def test_sharded_run_resumes_exactly(tmp_path):
+  """A run killed after pass 1 (the image net's) and resumed for pass 2 (the
+  text net's) saves the state of a run that went straight through pass 2,
+  bit for bit; orbax restores the checkpoint onto the rules' shardings, also
+  of another mesh."""
+  state_b = _straight_equals_resumed(_dcmh_config(), tmp_path)
   other_mesh = _dcmh_config('mesh.data=4', 'mesh.model=2')
   with harness.Run.open(other_mesh, str(tmp_path / 'b'), checkpoint_every=1,
                         eval_every=0) as run:
@@ -325,15 +332,7 @@ def test_model_sharded_run_resumes_exactly(tmp_path):
   checkpoint holds plain arrays: no partitioning boxes); orbax restores it
   onto data=8, params whole on every device."""
   config = _dcmh_config('mesh.data=4', 'mesh.model=2')
-  alternating.train_and_evaluate(config, str(tmp_path / 'a'),
-                                 stop_after_passes=2)
-  for _ in range(2):
-    alternating.train_and_evaluate(config, str(tmp_path / 'b'),
-                                   stop_after_passes=1)
-  step_a, state_a = conftest.latest_checkpoint(str(tmp_path / 'a'))
-  step_b, state_b = conftest.latest_checkpoint(str(tmp_path / 'b'))
-  assert step_a == step_b == 2
-  jax.tree.map(np.testing.assert_array_equal, state_a, state_b)
+  state_b = _straight_equals_resumed(config, tmp_path)
   with harness.Run.open(config, str(tmp_path / 'b'), checkpoint_every=1,
                         eval_every=0) as run:
     restored, _ = run.init_or_restore('pass_index', batches_per_unit=4)

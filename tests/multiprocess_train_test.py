@@ -28,6 +28,7 @@ import orbax.checkpoint as ocp
 import portpicker
 import pytest
 
+import conftest
 from conftest import TINY_OVERRIDES
 from crossmodal_hash import checkpointing
 from dcmh_test import DCMH_TINY
@@ -61,12 +62,12 @@ class _Job:
     plan = tmp_path / f'{name}.plan.json'
     plan.write_text(json.dumps(runs))
     port = portpicker.pick_unused_port()
-    env = dict(os.environ, JAX_PLATFORMS='cpu',
-               # Later launches reuse the programs the first one compiled.
-               JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'jax_cache'),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
-    env.pop('XLA_FLAGS', None)  # The worker sets its own device count.
+    # The worker sets its own device count. Later launches reuse the
+    # programs the first one compiled.
+    env = conftest.subprocess_env(
+        JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'jax_cache'),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
     self.logs = [tmp_path / f'{name}.{i}.log' for i in range(num_processes)]
     self.procs = []
     for i, log in enumerate(self.logs):

@@ -1,9 +1,11 @@
 """SSAH, DCMH and DSMHN give the results recorded before the platform refactor.
 
 tests/golden/platform.json was written by this file (`python
-tests/platform_golden_test.py --record`) at commit 06d6d87, before the trainer
-platform (harness, Method protocol, optax chains, declared data fields) moved
-anything. Each case runs a tiny config end to end through the registered
+tests/platform_golden_test.py --record`) at commit 078ed81 (the code of
+06d6d87), before the trainer platform (harness, Method protocol, optax chains,
+declared data fields) moved anything; it was recorded again at that commit
+under the suite's compile flags (`conftest.COMPILE_FLAGS`, LLVM -O0) when the
+suite took them, and today's code gives the same bits under them. Each case runs a tiny config end to end through the registered
 trainer and fingerprints:
   * every parameter and memory array of the last checkpoint (sha256 of the
     bytes, leaf by leaf in key-path order), plus a few of their values;

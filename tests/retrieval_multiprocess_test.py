@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 
+import conftest
 import multiprocess_search_worker as worker
 from crossmodal_hash.retrieval import search
 
@@ -21,8 +22,7 @@ def _free_port() -> int:
 
 def test_two_process_search_equals_one_process(tmp_path):
   port = _free_port()
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)  # each process has 4 devices, not the suite's 8
+  env = conftest.subprocess_env()  # 4 devices each, not the suite's 8
   procs = [subprocess.Popen(
       [sys.executable, os.path.join(TESTS, 'multiprocess_search_worker.py'),
        str(i), str(port), str(tmp_path / f'{i}.npz')], env=env,

@@ -4,13 +4,14 @@ import os
 import subprocess
 import sys
 
+import conftest
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_small_benchmark_runs_and_reports(tmp_path):
   out = tmp_path / 'train_speed.json'
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)  # One CPU device, as a user's run.
+  env = conftest.subprocess_env()  # One CPU device, as a user's run.
   result = subprocess.run(
       [sys.executable, 'benchmarks/train_speed.py', '--small',
        '--num_items=32', '--distinct_items=32', '--image_size=16',
