@@ -129,7 +129,7 @@ def dataset_items(info: run_artifacts.RunInfo, path: str, layout: str,
                   options: dict[str, str]) -> Items:
   """Every item of a dataset file/folder in any layout the readers accept."""
   data = formats.load(path, layout, read_options(options))
-  source = {'path': os.path.abspath(path), 'format': layout,
+  source = {'path': file_io.absolute(path), 'format': layout,
             'options': dict(options)}
   name = os.path.basename(os.path.normpath(path))
   records = _records(info, data.labels, data.texts,

@@ -9,6 +9,11 @@ these functions:
   file_io.save_npz('gs://b/run/split.npz', query=q)   # atomic
   arrays = file_io.load_npz('gs://b/run/split.npz')   # {name: array}
 
+Inputs that only a local file will do for (datasets read through h5py,
+scipy.io, PIL or NumPy memory maps; the pretrained CNN-F) are staged:
+
+  local = file_io.local_copy('gs://b/data/mirflickr25k.mat')  # a local path
+
 Writes are atomic. A local file is written to a temporary file in the same
 folder and moved onto its name (`os.replace`), so a crash leaves the previous
 version; an object store makes an object visible only once its upload is
@@ -16,10 +21,13 @@ complete, so there the file is written in one upload.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import os
+import shutil
 import tempfile
+import threading
 from typing import Any, BinaryIO, Callable
 
 from etils import epath
@@ -128,3 +136,55 @@ def load_npz(p: PathLike) -> dict[str, np.ndarray]:
 def save_figure(fig: Any, p: PathLike, **savefig_kwargs: Any) -> None:
   """Saves a matplotlib figure as PNG to `p`, atomically."""
   atomic_write(p, lambda f: fig.savefig(f, format='png', **savefig_kwargs))
+
+
+# `local_copy`'s staging folder for this process (created on first use,
+# removed at exit) and the number of copies staged in it.
+_STAGING = {'root': '', 'count': 0}
+_STAGING_LOCK = threading.Lock()
+STAGING_DIR_ENV = 'CROSSMODAL_HASH_STAGING_DIR'
+
+
+def local_copy(p: PathLike) -> str:
+  """A local path with the contents of file or folder `p`.
+
+  A local `p` is returned as it is. An object-store `p` (gs://...) is copied
+  into this process's staging folder (a new temporary folder under
+  $CROSSMODAL_HASH_STAGING_DIR if set, else under the system's temporary
+  folder, removed when the process exits); a folder is copied with
+  everything under it. Each call makes a fresh copy, so an object changed
+  since an earlier call is read as it is now. For the readers that need a
+  local file: h5py, scipy.io, PIL, memory maps.
+
+  Raises:
+    FileNotFoundError: naming `p`, if it does not exist.
+  """
+  if is_local(p):
+    return os.fspath(p)
+  source = path(p)
+  if not source.exists():
+    raise FileNotFoundError(f'{os.fspath(p)}: no such file or folder.')
+  with _STAGING_LOCK:
+    if not _STAGING['root']:
+      _STAGING['root'] = tempfile.mkdtemp(
+          prefix='crossmodal_hash_staged_',
+          dir=os.environ.get(STAGING_DIR_ENV) or None)
+      atexit.register(shutil.rmtree, _STAGING['root'], ignore_errors=True)
+    # One folder per copy keeps equal names of different paths apart.
+    folder = os.path.join(_STAGING['root'], str(_STAGING['count']))
+    _STAGING['count'] += 1
+  os.makedirs(folder)
+  local = os.path.join(folder, source.name or 'staged')
+  _copy_tree(source, local)
+  return local
+
+
+def _copy_tree(source: epath.Path, local: str) -> None:
+  """Copies file or folder `source` to the local path `local`."""
+  if source.is_dir():
+    os.makedirs(local, exist_ok=True)
+    for child in source.iterdir():
+      _copy_tree(child, os.path.join(local, child.name))
+    return
+  with source.open('rb') as src, open(local, 'wb') as dst:
+    shutil.copyfileobj(src, dst, 16 << 20)

@@ -19,12 +19,14 @@ from crossmodal_hash import data as data_lib  # Registers the datasets.
 from crossmodal_hash import file_io
 from crossmodal_hash import logging_utils
 from crossmodal_hash import run_artifacts
+from crossmodal_hash.data import formats
 from crossmodal_hash.data import protocols
 from crossmodal_hash.data import splits
 from crossmodal_hash.data import types
 from crossmodal_hash.evaluation import plots
 from crossmodal_hash.evaluation import report
 from crossmodal_hash.evaluation import suite
+from crossmodal_hash.models import cnnf_weights
 from crossmodal_hash.retrieval import index as index_lib
 
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -185,3 +187,64 @@ def test_index_files_in_object_storage(gcs):
                                                    bits=24)
   np.testing.assert_array_equal(from_faiss.packed, index.packed)
   assert encoding.read_records(f'{RUN}/index/image.items.jsonl') == []
+
+
+def _png(rgb: np.ndarray) -> bytes:
+  import io  # pylint: disable=g-import-not-at-top
+  import PIL.Image  # pylint: disable=g-import-not-at-top
+  buffer = io.BytesIO()
+  PIL.Image.fromarray(rgb).save(buffer, format='PNG')
+  return buffer.getvalue()
+
+
+def test_datasets_and_pretrained_weights_in_object_storage(gcs, monkeypatch):
+  """Dataset files, folders, listed images and the CNN-F weights read from
+  gs:// (staged to local copies: h5py, scipy.io and PIL read local files),
+  equal to the same files read locally; a missing object is named."""
+  rng = np.random.default_rng(3)
+  feats = {'image': rng.standard_normal((6, 5)).astype(np.float32),
+           'text': rng.standard_normal((6, 4)).astype(np.float32),
+           'label': rng.integers(0, 3, 6)}
+  file_io.save_npz('gs://bucket/data/feats.npz', **feats)
+  remote = formats.load('gs://bucket/data/feats.npz')
+  local = formats.load(str(gcs / 'bucket/data/feats.npz'))
+  for field in ('images', 'texts', 'labels'):
+    np.testing.assert_array_equal(getattr(remote, field), getattr(local, field))
+  np.testing.assert_array_equal(remote.images, feats['image'])
+
+  # The 'files' layout: a folder with an image list (one image beside it,
+  # one named by URL elsewhere in the bucket), texts and labels.
+  pixels = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+  file_io.atomic_write('gs://bucket/files/a.png',
+                       lambda f: f.write(_png(pixels[0])))
+  file_io.atomic_write('gs://bucket/elsewhere/b.png',
+                       lambda f: f.write(_png(pixels[1])))
+  file_io.write_text('gs://bucket/files/list.txt',
+                     'a.png\ngs://bucket/elsewhere/b.png\n')
+  file_io.write_text('gs://bucket/files/texts.txt', '1 0 1\n0 1 0\n')
+  file_io.write_text('gs://bucket/files/labels.txt', '1 0\n0 1\n')
+  data = formats.load('gs://bucket/files', options=formats.Options(
+      image_list='list.txt', text_file='texts.txt', label_file='labels.txt',
+      image_size=8))
+  np.testing.assert_array_equal(np.asarray(data.images[np.arange(2)]), pixels)
+  np.testing.assert_array_equal(data.texts, [[1, 0, 1], [0, 1, 0]])
+  file_io.write_text('gs://bucket/files/list.txt', 'gs://bucket/nothing.png\n')
+  with pytest.raises(FileNotFoundError, match='gs://bucket/nothing.png'):
+    formats.load('gs://bucket/files', options=formats.Options(
+        image_list='list.txt', text_file='texts.txt',
+        label_file='labels.txt'))
+
+  # config.model.pretrained_cnnf: scipy.io reads a staged copy.
+  seen = []
+
+  def load(local_path):
+    with open(local_path, 'rb') as f:
+      seen.append(f.read())
+    return {}, np.zeros(3)
+
+  monkeypatch.setattr(cnnf_weights, 'load_matconvnet_cnnf', load)
+  file_io.atomic_write('gs://bucket/vgg-f.mat', lambda f: f.write(b'MATLAB'))
+  loaded = cnnf_weights.maybe_load('gs://bucket/vgg-f.mat', 'cnnf')
+  assert seen == [b'MATLAB'] and loaded.path == 'gs://bucket/vgg-f.mat'
+  with pytest.raises(FileNotFoundError, match='gs://bucket/none.mat'):
+    cnnf_weights.maybe_load('gs://bucket/none.mat', 'cnnf')

@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from crossmodal_hash import file_io
 from crossmodal_hash.data import image_files
 from crossmodal_hash.data import mat_files
 from crossmodal_hash.data import text_files
@@ -327,6 +328,8 @@ def read_files(directory: str, options: Options) -> types.MultiModalData:
   """An image list, a text file (matrix, or raw tags + vocabulary) and a label
   matrix, each named in `options` relative to `directory`."""
   def resolve(name: str) -> str:
+    if not file_io.is_local(name):
+      return file_io.local_copy(name)
     return name if os.path.isabs(name) else os.path.join(directory, name)
 
   if not options.text_file or not options.label_file:
@@ -411,8 +414,13 @@ def detect_format(path: str, options: Options = Options()) -> str:
 
 def load(path: str, layout: str = 'auto',
          options: Options = Options()) -> types.MultiModalData:
-  """Reads the dataset at `path` in `layout` ('auto': detected)."""
-  path = os.path.expanduser(path)
+  """Reads the dataset at `path` in `layout` ('auto': detected).
+
+  `path` may be in object storage (gs://...): the file or folder is staged
+  to a local copy first (`file_io.local_copy`), as are the 'files' layout's
+  files named by URL in `options`.
+  """
+  path = file_io.local_copy(os.path.expanduser(path))
   if layout == 'auto':
     layout = detect_format(path, options)
   if layout not in READERS:

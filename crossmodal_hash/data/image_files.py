@@ -6,6 +6,7 @@ import os
 import numpy as np
 import PIL.Image
 
+from crossmodal_hash import file_io
 from crossmodal_hash.data import lazy
 from crossmodal_hash.data import validation
 
@@ -19,7 +20,9 @@ def read_image_list(list_path: str, root: str | None = None) -> list[str]:
       directory).
 
   Returns:
-    Absolute paths. Raises a clear error naming the missing files, if any.
+    Absolute local paths (an image named by URL, gs://..., is staged to a
+    local copy: `file_io.local_copy`). Raises a clear error naming the
+    missing files, if any.
   """
   if not os.path.isfile(list_path):
     raise FileNotFoundError(f'{list_path}: no such image list.')
@@ -28,13 +31,15 @@ def read_image_list(list_path: str, root: str | None = None) -> list[str]:
     names = [line.strip() for line in f if line.strip()]
   if not names:
     raise validation.DataFormatError(f'{list_path}: the image list is empty.')
-  paths = [os.path.join(root, n) for n in names]
-  missing = [p for p in paths if not os.path.isfile(p)]
+  # Images named by URL (gs://...) are staged to local copies.
+  paths = [os.path.join(root, n) if file_io.is_local(n) else n for n in names]
+  missing = [p for p in paths if not (os.path.isfile(p) if file_io.is_local(p)
+                                      else file_io.isfile(p))]
   if missing:
     raise FileNotFoundError(
         f'{list_path}: {len(missing)} of {len(paths)} listed images do not '
         f'exist under {root}, e.g. {", ".join(missing[:3])}.')
-  return paths
+  return [file_io.local_copy(p) for p in paths]
 
 
 def decode(path: str, size: int) -> np.ndarray:

@@ -59,6 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crossmodal_hash import file_io
 from crossmodal_hash.data import mat_files
 from crossmodal_hash.data import validation
 from crossmodal_hash.models import cnnf
@@ -122,7 +123,8 @@ def maybe_load(path: str, image_encoder: str) -> PretrainedCNNF | None:
         f'config.model.pretrained_cnnf={path!r} holds the 224 x 224 CNN-F; it '
         f"needs config.model.image_encoder='{ENCODER}', not "
         f'{image_encoder!r}.')
-  params, mean_image = load_matconvnet_cnnf(path)
+  # A gs://... file is staged to a local copy (scipy.io reads local files).
+  params, mean_image = load_matconvnet_cnnf(file_io.local_copy(path))
   logging.info('Loaded the CNN-F trunk (conv1..fc7) and mean image of %s.',
                path)
   return PretrainedCNNF(path, params, mean_image)
