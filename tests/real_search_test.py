@@ -3,12 +3,13 @@
 A tiny SSAL run (feature inputs, 2 steps) is encoded into cosine index files;
 the Engine (what `search` and `serve` run) is checked against a float64 NumPy
 brute force over the run's own evaluation embeddings, `search` on the command
-line (slow) and the service's JSON API (in a thread, over HTTP on 127.0.0.1)
-against the Engine; `--sign_codes` gives the Hamming index of the sign()
+line (slow), the service's JSON API (in a thread, over HTTP on 127.0.0.1)
+and its web page in headless chromium (as serve_test's) against the Engine; `--sign_codes` gives the Hamming index of the sign()
 codes, which equal the run's eval/codes.npz; mixing kinds is refused naming
 the file. A tiny MHTN run (BatchNorm statistics in its state) goes the same
 way (slow).
 """
+import contextlib
 import json
 import os
 import socket
@@ -33,6 +34,7 @@ from crossmodal_hash.evaluation import report
 from crossmodal_hash.retrieval import cosine
 from crossmodal_hash.retrieval import index as index_lib
 from crossmodal_hash.trainers import per_step
+import serve_test
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIM = 8
@@ -176,8 +178,9 @@ def _get(base, path, data=None):
     return e.code, json.loads(e.read())
 
 
-def test_service_json_api_on_a_cosine_index(indexed):
-  _, _, engine = indexed
+@contextlib.contextmanager
+def _serving(engine):
+  """The service of `engine` in a thread on a free local port: its URL."""
   limits = serve.Limits(max_k=20, max_batch=8, max_wait_ms=5)
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
@@ -192,7 +195,15 @@ def test_service_json_api_on_a_cosine_index(indexed):
     while not server.started:
       assert thread.is_alive() and time.time() < deadline
       time.sleep(0.05)
-    base = f'http://127.0.0.1:{port}'
+    yield f'http://127.0.0.1:{port}'
+  finally:
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def test_service_json_api_on_a_cosine_index(indexed):
+  _, _, engine = indexed
+  with _serving(engine) as base:
     status, health = _get(base, '/health')
     assert status == 200 and health['ranking'] == 'cosine'
     assert health['dim'] == DIM
@@ -210,9 +221,43 @@ def test_service_json_api_on_a_cosine_index(indexed):
     assert status == 200 and body['results'] == expected
     status, body = _get(base, '/api/search?text=zebra')
     assert status == 400 and 'None of the tags' in body['detail']
+
+
+def test_web_page_shows_cosine_similarities(indexed):
+  """The page in headless chromium (serve_test's browser; skips, saying why,
+  without one): a text query's cards in the Engine's order, each with its
+  cosine similarity (`data-similarity`, and 'cos=' to 3 decimals), no
+  Hamming distance."""
+  _, _, engine = indexed
+  browser, reason = serve_test.headless_browser()
+  if browser is None:
+    pytest.skip(reason)
+  from selenium.webdriver.common.by import By  # pylint: disable=g-import-not-at-top
+  from selenium.webdriver.support.ui import WebDriverWait  # pylint: disable=g-import-not-at-top
+  names = engine.info.label_names
+  text = f'{names[1]} {names[3]}'
+  [expected] = engine.query('text', engine.text_inputs([text]), k=5)
+  try:
+    with _serving(engine) as base:
+      browser.get(base + '/')
+      wait = WebDriverWait(browser, 60)
+      wait.until(lambda b: 'checkpoint' in b.find_element(By.ID, 'run').text)
+      browser.find_element(By.ID, 'query').send_keys(text)
+      k = browser.find_element(By.ID, 'k')
+      k.clear()
+      k.send_keys('5')
+      browser.find_element(By.ID, 'search').click()
+      wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR,
+                                               '.result')) == 5)
+      cards = browser.find_elements(By.CSS_SELECTOR, '.result')
+      assert [c.get_attribute('data-id') for c in cards] == [
+          str(r['id']) for r in expected]
+      assert [float(c.get_attribute('data-similarity')) for c in cards] == [
+          r['similarity'] for r in expected]
+      assert all(c.get_attribute('data-distance') is None for c in cards)
+      assert f'cos={expected[0]["similarity"]:.3f}' in cards[0].text
   finally:
-    server.should_exit = True
-    thread.join(timeout=30)
+    browser.quit()
 
 
 @pytest.mark.slow  # A second training run (~30 s).

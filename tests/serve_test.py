@@ -194,7 +194,7 @@ def test_bad_input_gets_4xx_and_the_server_lives_on(service):
   np.testing.assert_array_equal(pixels, data.images[int(item['id'])])
 
 
-def _browser():
+def headless_browser():
   """A headless chromium WebDriver, or None with the reason."""
   try:
     from selenium import webdriver  # pylint: disable=g-import-not-at-top
@@ -218,7 +218,7 @@ def _browser():
 
 def test_web_page_in_a_headless_browser(service, tmp_path):
   client, engine, _, _ = service
-  browser, reason = _browser()
+  browser, reason = headless_browser()
   if browser is None:
     pytest.skip(reason)
   from selenium.webdriver.common.by import By  # pylint: disable=g-import-not-at-top
