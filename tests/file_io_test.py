@@ -228,6 +228,15 @@ def test_datasets_and_pretrained_weights_in_object_storage(gcs, monkeypatch):
       image_size=8))
   np.testing.assert_array_equal(np.asarray(data.images[np.arange(2)]), pixels)
   np.testing.assert_array_equal(data.texts, [[1, 0, 1], [0, 1, 0]])
+  # A list named by URL names its images relative to its own folder.
+  file_io.write_text('gs://bucket/elsewhere/list.txt', 'b.png\n')
+  file_io.write_text('gs://bucket/files/text1.txt', '0 1 0\n')
+  file_io.write_text('gs://bucket/files/label1.txt', '0 1\n')
+  data = formats.load(str(gcs / 'bucket/files'), options=formats.Options(
+      image_list='gs://bucket/elsewhere/list.txt', text_file='text1.txt',
+      label_file='label1.txt', image_size=8))
+  np.testing.assert_array_equal(np.asarray(data.images[np.arange(1)]),
+                                pixels[1:])
   file_io.write_text('gs://bucket/files/list.txt', 'gs://bucket/nothing.png\n')
   with pytest.raises(FileNotFoundError, match='gs://bucket/nothing.png'):
     formats.load('gs://bucket/files', options=formats.Options(

@@ -348,8 +348,12 @@ def read_files(directory: str, options: Options) -> types.MultiModalData:
   labels = _label_rows(raw_labels, n, label_path)
   if options.image_list:
     list_path = resolve(options.image_list)
+    # A list named by URL names its images relative to its own URL.
+    root = (None if file_io.is_local(options.image_list) else
+            options.image_list.rsplit('/', 1)[0])
     images = image_files.ImageFiles(
-        image_files.read_image_list(list_path), options.image_size, list_path)
+        image_files.read_image_list(list_path, root), options.image_size,
+        list_path)
   elif options.require_images:
     raise ValueError('The "files" layout needs config.dataset.image_list (or '
                      'require_images=False for texts and labels only).')

@@ -17,7 +17,7 @@ def read_image_list(list_path: str, root: str | None = None) -> list[str]:
   Args:
     list_path: a text file, one image path per line (blank lines ignored).
     root: directory that relative paths are relative to (default: the list's
-      directory).
+      directory); a gs://... URL names remote images.
 
   Returns:
     Absolute local paths (an image named by URL, gs://..., is staged to a
