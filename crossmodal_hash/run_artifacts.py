@@ -267,7 +267,12 @@ class Run:
 
 def _abstract_state(method: base.Method, info: RunInfo,
                     mesh: jax.sharding.Mesh) -> Any:
-  """ShapeDtypeStructs of the run's state, replicated over `mesh`."""
+  """ShapeDtypeStructs of the run's state, placed on `mesh` as the trainer
+  places it (`harness.state_sharding` under the run's logical axis rules):
+  item-indexed memories split over 'data', so restoring a large run for
+  encoding does not put every memory whole on every device."""
+  # Imported here: the harness imports this module.
+  from crossmodal_hash.trainers import harness  # pylint: disable=g-import-not-at-top
   sds = jax.ShapeDtypeStruct
   init_data = {
       'label': sds((info.num_train, info.num_labels), np.uint8),
@@ -284,10 +289,12 @@ def _abstract_state(method: base.Method, info: RunInfo,
     labels = data_registry.DATASETS.get(section.name)(section).labels
     init_data['source_label'] = sds(np.shape(labels), np.uint8)
     init_data['source_image'] = init_data['image']
-  shapes = jax.eval_shape(method.init, jax.random.PRNGKey(0), init_data)
-  replicated = sharding.replicated(mesh)
-  return jax.tree.map(lambda x: sds(x.shape, x.dtype, sharding=replicated),
-                      shapes)
+  rng = jax.random.PRNGKey(0)
+  shapes = jax.eval_shape(method.init, rng, init_data)
+  shardings = harness.state_sharding(method, rng, init_data, mesh,
+                                     sharding.rules_from_config(info.config))
+  return jax.tree.map(lambda x, s: sds(x.shape, x.dtype, sharding=s), shapes,
+                      shardings)
 
 
 def load_run(workdir: str, *, checkpoint: int | None = None,

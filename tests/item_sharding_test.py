@@ -15,6 +15,7 @@ from jax.sharding import PartitionSpec as P
 import conftest
 import dcmh_synthetic
 import method_batches
+from crossmodal_hash import run_artifacts
 from crossmodal_hash import sharding
 from crossmodal_hash import data as data_lib  # pylint: disable=unused-import
 from crossmodal_hash.methods import registry as method_registry
@@ -242,6 +243,14 @@ def test_sharded_run_resumes_exactly(tmp_path):
     for part in ('params', 'memory', 'step', 'rng'):
       jax.tree.map(np.testing.assert_array_equal, getattr(host, part),
                    state_b[part])
+  # Restoring for encoding places the memories as the trainer does (split
+  # over 'data'), then keeps the params.
+  run = run_artifacts.load_run(str(tmp_path / 'b'))
+  abstract = run_artifacts._abstract_state(run.method, run.info, run.mesh)  # pylint: disable=protected-access
+  for name, x in abstract.memory.items():
+    assert _spec(x) == ('data', None), name
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(run.params),
+               state_b['params'])
 
 
 def _split(tree):
@@ -339,6 +348,13 @@ def test_model_sharded_run_resumes_exactly(tmp_path):
     kernel = restored.params['img']['encoder']['dense_0']['kernel']
     assert _spec(kernel) == (None, 'model')
     assert kernel.addressable_shards[0].data.shape == (48, 64 // 2)
+  # Restored for encoding on data=4 x model=2: the wide layers stay split.
+  run = run_artifacts.load_run(str(tmp_path / 'b'),
+                               mesh=_mesh('data4_model2'))
+  assert _spec(run.params['img']['encoder']['dense_0']['kernel']) == (
+      None, 'model')
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(run.params),
+               state_b['params'])
   with harness.Run.open(_dcmh_config(), str(tmp_path / 'b'),
                         checkpoint_every=1, eval_every=0) as run:
     restored, start = run.init_or_restore('pass_index', batches_per_unit=4)
