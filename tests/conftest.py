@@ -15,10 +15,9 @@ os.environ['JAX_PLATFORMS'] = os.environ.get('CROSSMODAL_HASH_TEST_PLATFORMS',
 # and run for a few steps. LLVM at -O0 compiles them in about 60% of the
 # time (ssah_test + platform_golden_test: 178 s -> 110 s on 2 cores); the
 # programs' results move in the last bits against the default -O2 (other
-# instruction selection, e.g. fused multiply-adds), so every bit-for-bit
-# comparison in the suite compares runs built alike, and the golden results
-# (tests/golden/platform.json) were recorded under these flags. Subprocesses
-# get them too (`subprocess_env`).
+# generated code), so every bit-for-bit comparison in the suite compares runs
+# built alike, and the golden results (tests/golden/platform.json) were
+# recorded under these flags. Subprocesses get them too (`subprocess_env`).
 COMPILE_FLAGS = '--xla_backend_optimization_level=0'
 _USER_XLA_FLAGS = os.environ.get('XLA_FLAGS', '')
 os.environ['XLA_FLAGS'] = (f'{_USER_XLA_FLAGS} {COMPILE_FLAGS} '
