@@ -23,10 +23,15 @@
 # Each step writes its JSON and log under OUT_DIR; summary.txt collects the
 # device, every command, its exit status, time and the tail of its output.
 #
-# The GPU image has jax but neither grain nor ml-collections, and no network:
-# set WHEELHOUSE to a folder of wheels for them (made on a networked machine
-# with `pip download --only-binary=:all: --python-version 3.12 -d wheels
-# grain ml-collections`) and they are installed from it first.
+# The GPU image has jax but not grain, array-record, ml-collections or
+# portpicker, and no network: they are installed first from WHEELHOUSE
+# (default: the repository's ignored .whl/ folder), made on a networked
+# machine with
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux_2_28_x86_64 \
+#     --platform manylinux_2_17_x86_64 -d .whl \
+#     grain==0.2.18 array-record==0.8.6 ml-collections==1.1.0 portpicker
+# and carried to the GPU machine with the working tree.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results/gpu}
@@ -36,13 +41,17 @@ summary="$out/summary.txt"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}
 
-if ! python -c 'import grain, ml_collections' 2>/dev/null; then
-  if [[ -n "${WHEELHOUSE:-}" ]]; then
-    python -m pip install -q --no-index --find-links "$WHEELHOUSE" \
-      grain ml-collections 2>&1 | tail -n 3 | tee -a "$summary"
+wheelhouse=${WHEELHOUSE:-.whl}
+if ! python -c 'import grain, array_record, ml_collections, portpicker' \
+    2>/dev/null; then
+  if [[ -d "$wheelhouse" ]]; then
+    python -m pip install -q --no-index --no-deps --find-links "$wheelhouse" \
+      grain array-record ml-collections portpicker 2>&1 | tail -n 3 \
+      | tee -a "$summary"
   else
-    echo "grain or ml-collections missing and no WHEELHOUSE: steps that" \
-      "import them will fail" | tee -a "$summary"
+    echo "grain, array-record, ml-collections or portpicker missing and no" \
+      "wheel folder $wheelhouse: steps that import them will fail" \
+      | tee -a "$summary"
   fi
 fi
 
