@@ -216,6 +216,15 @@ def index_kind(run: run_artifacts.Run, sign_codes: bool = False) -> str:
   return 'cosine'
 
 
+def index_rows(outputs: np.ndarray, kind: str) -> np.ndarray:
+  """What an index of `kind` holds for a method's outputs ([N, K] ±1 codes or
+  [N, D] embeddings): [N, D] float32 embeddings ('cosine'), or [N, K] int8
+  ±1 codes ('hamming': codes as they are, real embeddings by their sign)."""
+  if kind == 'cosine':
+    return np.asarray(outputs, np.float32)
+  return evaluation_hooks.sign_codes(outputs)
+
+
 def encode_items(run: run_artifacts.Run, modality: str, inputs: Any, *,
                  batch_size: int = 256, sign_codes: bool = False
                 ) -> np.ndarray:
@@ -227,9 +236,7 @@ def encode_items(run: run_artifacts.Run, modality: str, inputs: Any, *,
   out = evaluation_hooks.encode(
       run.method, run.params, MODALITIES[modality], inputs,
       batch_size=batch_size, mesh=run.mesh, image_stats=run.info.image_stats)
-  if out.dtype != np.int8 and sign_codes:
-    return evaluation_hooks.sign_codes(out)
-  return out
+  return index_rows(out, index_kind(run, sign_codes))
 
 
 def check_same_run(index: index_lib.HammingIndex | index_lib.CosineIndex,

@@ -176,12 +176,7 @@ class Engine:
     x = sharding.host_to_global(inputs, self.run.mesh)
     codes = self._encode_fns[modality](self.run.params, x,
                                        self.info.image_stats)
-    out = np.asarray(codes)[:n]
-    if self.kind == 'cosine':
-      return out.astype(np.float32)
-    if evaluation_hooks.output_kind(self.run.method) == 'real':
-      return evaluation_hooks.sign_codes(out)
-    return out.astype(np.int8)
+    return encoding.index_rows(np.asarray(codes)[:n], self.kind)
 
   def search(self, codes: np.ndarray, target: str, k: int
             ) -> tuple[np.ndarray, np.ndarray]:
