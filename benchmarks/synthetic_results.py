@@ -13,9 +13,9 @@ Reduced runs for a quick look pass config arguments, to every config
 (--config_arg, e.g. smaller datasets) or to one method (--ssah_arg,
 --dcmh_arg, --dsmhn_arg, --scahn_arg, --ssal_arg, --mhtn_arg, e.g. fewer
 epochs or steps). Each method runs on its own trainer family
-(`method.trainer`). MHTN's embedding is its softmax over the labels whatever
-`bits` says (bits only name its runs), so `--methods=mhtn --bits=24` runs it
-once.
+(`method.trainer`). A method whose outputs do not take their width from
+`bits` (MHTN: its softmax over the labels) is trained once, at the first
+length; its row repeats that run's figures (`same_run_as` in the JSON).
 """
 from __future__ import annotations
 
@@ -41,22 +41,13 @@ _METHOD_ARGS = {m: flags.DEFINE_string(f'{m}_arg', '', f'key=value,... for '
                 for m in ('ssah', 'dcmh', 'dsmhn', 'scahn', 'ssal',
                           'mhtn')}
 
-DIRECTIONS = (('i2t', 'I->T'), ('t2i', 'T->I'))
-
-
 def markdown_table(runs: dict, bits: list[str]) -> str:
   """Rows: random codes, then each method; columns: direction x bits."""
-  header = ['method'] + [f'{name} {b}' for _, name in DIRECTIONS for b in bits]
-  lines = ['| ' + ' | '.join(header) + ' |',
-           '|' + '---|' * len(header)]
   first = next(iter(runs.values()))
   rows = [('random codes', {b: first[b]['random_map'] for b in bits})]
   rows += [row for m, r in runs.items()
            for row in tables.method_rows(m, r, bits)]
-  for name, maps in rows:
-    cells = [f'{maps[b][d]:.4f}' for d, _ in DIRECTIONS for b in bits]
-    lines.append('| ' + ' | '.join([name] + cells) + ' |')
-  return '\n'.join(lines)
+  return tables.map_table(rows, bits)
 
 
 def main(argv):
@@ -75,9 +66,16 @@ def main(argv):
     for bits in _BITS.value:
       arg = tables.run_arg(bits, _CONFIG_ARG.value, _METHOD_ARGS[method].value)
       config = module.get_config(arg)
+      method_class = methods.METHODS.get(config.method)
+      same = tables.same_model_as(method_class, runs[method])
+      if same:
+        runs[method][bits] = dict(runs[method][same], same_run_as=same)
+        print(f'{method} {bits} bits: the {same}-bit run (its outputs do not '
+              'depend on bits)', flush=True)
+        continue
       workdir = os.path.join(_OUT.value, f'{method}_synthetic_{bits}')
       tic = time.perf_counter()
-      trainer = methods.METHODS.get(config.method).trainer
+      trainer = method_class.trainer
       results = trainers.TRAINERS.get(trainer)(config, workdir)
       runs[method][bits] = {'map': results['map'],
                             'sign_map': results.get('sign_map'),

@@ -29,6 +29,20 @@ def method_rows(method: str, runs: dict[str, dict], bits: list[str]
   return [(name, {b: runs[b]['map'] for b in bits})]
 
 
+def same_model_as(method_class, runs: dict[str, dict]) -> str | None:
+  """The code length of an earlier run that `bits` would only repeat.
+
+  For a method whose outputs do not take their width from `config.bits`
+  (`methods.base.width_from_bits`, e.g. MHTN's softmax over the labels),
+  runs that differ only in `bits` train the same model: the first one
+  stands for the others. None: train this length.
+  """
+  from crossmodal_hash.methods import base  # pylint: disable=g-import-not-at-top
+  if base.width_from_bits(method_class) or not runs:
+    return None
+  return next(iter(runs))
+
+
 def run_arg(bits: str, *extra: str) -> str:
   """The config argument of one run: bits, no progress bar, then `extra`."""
   return ','.join(filter(None, [f'bits={bits}', 'train.progress=false',

@@ -9,13 +9,13 @@ Trains configs/<method>_wikipedia.py unchanged (their validation split of
 once per method and code length, each in its own workdir under --out
 (re-running resumes or reuses finished runs). With the full file (I_tr ...
 L_te) the table is of the 693 test queries against the 2,173 training items;
-with the training half alone it is of the validation split. (MHTN's
-embedding is its softmax over the 10 classes whatever `bits` says: its runs
-at every length train the same model; `--methods=mhtn --bits=10` runs it
-once.) Beside the
-methods: random codes, and the ridge-regression baseline
-(`evaluation/ridge_baseline.py`, its penalty chosen on the same validation
-split). Real-valued methods (SSAL, MHTN) have two rows: cosine mAP, and the
+with the training half alone it is of the validation split. A method whose
+outputs do not take their width from `bits` (MHTN: its softmax over the 10
+classes) is trained once, at the first length; its row repeats that run's
+figures (`same_run_as` in the JSON). Beside the methods: random codes of
+each length (from the methods that code at it), and the ridge-regression
+baseline (`evaluation/ridge_baseline.py`, its penalty chosen on the same
+validation split). Real-valued methods (SSAL, MHTN) have two rows: cosine mAP, and the
 Hamming mAP of their embeddings' sign() codes. Writes
   <out>/wikipedia.md    the markdown tables (final query set; validation)
   <out>/wikipedia.json  every run's four directions, its validation record,
@@ -52,18 +52,45 @@ _METHOD_ARGS = {m: flags.DEFINE_string(f'{m}_arg', '', f'key=value,... for '
                           'mhtn')}
 
 
+def train(config, workdir: str, arg: str) -> dict:
+  """One run (resumed or reused if `workdir` holds it): its record."""
+  # pylint: disable=g-import-not-at-top
+  from crossmodal_hash import logging_utils
+  from crossmodal_hash import methods
+  from crossmodal_hash import trainers
+  # pylint: enable=g-import-not-at-top
+  tic = time.perf_counter()
+  trainer = methods.METHODS.get(config.method).trainer
+  results = trainers.TRAINERS.get(trainer)(config, workdir)
+  records = logging_utils.read_metrics(os.path.join(workdir, 'metrics.jsonl'))
+  run = {
+      'map': results['map'],
+      # Real-valued outputs: 'map' is cosine, 'sign_map' of sign() codes.
+      'sign_map': results.get('sign_map'),
+      # Pass records (alternating) or step records (per-step).
+      'train_seconds': sum(r['seconds'] for r in records
+                           if 'network' in r or 'items_per_second' in r),
+      'seconds': time.perf_counter() - tic,
+      'selected_checkpoint': results['selected_checkpoint'],
+      'query_set': results['query_set'], 'config_arg': arg,
+      'random_map': results['random_map']}
+  print(f'{config.method} {config.bits} bits ({results["query_set"]}): '
+        f'{results["map"]}; trained in {run["train_seconds"]:.0f} s',
+        flush=True)
+  return run
+
+
 def main(argv):
   del argv
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   sys.path.insert(0, os.path.join(root, 'configs'))
   # pylint: disable=g-import-not-at-top
-  from crossmodal_hash import logging_utils
   from crossmodal_hash import methods
-  from crossmodal_hash import trainers
   from crossmodal_hash.data import protocols
   from crossmodal_hash.data import registry as data_registry
   from crossmodal_hash.evaluation import report
   from crossmodal_hash.evaluation import ridge_baseline
+  from crossmodal_hash.methods import base
   # pylint: enable=g-import-not-at-top
 
   path = os.path.abspath(_PATH.value)
@@ -77,35 +104,29 @@ def main(argv):
       config.unlock()
       config.dataset.path = path
       config.lock()
-      workdir = os.path.join(_OUT.value, f'{method}_{bits}')
-      tic = time.perf_counter()
-      trainer = methods.METHODS.get(config.method).trainer
-      results = trainers.TRAINERS.get(trainer)(config, workdir)
-      records = logging_utils.read_metrics(
-          os.path.join(workdir, 'metrics.jsonl'))
-      runs[method][bits] = {
-          'map': results['map'],
-          # Real-valued outputs: 'map' is cosine, 'sign_map' of sign() codes.
-          'sign_map': results.get('sign_map'),
-          # Pass records (alternating) or step records (per-step).
-          'train_seconds': sum(r['seconds'] for r in records
-                               if 'network' in r or 'items_per_second' in r),
-          'seconds': time.perf_counter() - tic,
-          'selected_checkpoint': results['selected_checkpoint'],
-          'query_set': results['query_set'], 'config_arg': arg}
-      random_map.setdefault(bits, results['random_map'])
-      query_set = results['query_set']
-      print(f'{method} {bits} bits ({results["query_set"]}): '
-            f'{results["map"]}; trained in '
-            f'{runs[method][bits]["train_seconds"]:.0f} s', flush=True)
+      method_class = methods.METHODS.get(config.method)
+      same = tables.same_model_as(method_class, runs[method])
+      workdir = os.path.join(_OUT.value, f'{method}_{same or bits}')
+      if same:
+        runs[method][bits] = dict(runs[method][same], same_run_as=same)
+        print(f'{method} {bits} bits: the {same}-bit run (its outputs do not '
+              'depend on bits)', flush=True)
+      else:
+        runs[method][bits] = train(config, workdir, arg)
+        random = runs[method][bits].pop('random_map')
+        if base.width_from_bits(method_class):  # Random codes of `bits`.
+          random_map.setdefault(bits, random)
+        query_set = runs[method][bits]['query_set']
       if bits not in baseline:
         data = data_registry.DATASETS.get(config.dataset.name)(config.dataset)
         split = protocols.split_for_run(data, config.dataset, workdir)
         baseline[bits] = ridge_baseline.evaluate(data, split, int(bits))
 
   bits = _BITS.value
-  rows = [('random codes', random_map),
-          ('ridge regression + sign', {b: baseline[b]['map'] for b in bits})]
+  # Random codes of each length, when some method ran at every length.
+  rows = [('random codes', random_map)] if all(b in random_map
+                                               for b in bits) else []
+  rows += [('ridge regression + sign', {b: baseline[b]['map'] for b in bits})]
   rows += [row for m, r in runs.items()
            for row in tables.method_rows(m, r, bits)]
   val_rows = [('ridge regression + sign',

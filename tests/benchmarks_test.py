@@ -71,3 +71,21 @@ def test_input_pipeline_times_the_streamed_passes(tmp_path):
                                                       'array_record_raw']
   for row in report['results']:
     assert row['batches'] == 4 and row['items_per_second'] > 0
+
+
+def test_results_benchmarks_train_a_bits_independent_method_once():
+  """benchmarks/tables.same_model_as: a method whose outputs take their width
+  from `bits` trains at every length; MHTN (softmax over the labels) trains
+  at the first and stands for the others."""
+  sys.path.insert(0, os.path.join(REPO_ROOT, 'benchmarks'))
+  import tables  # pylint: disable=g-import-not-at-top
+  from crossmodal_hash import methods  # pylint: disable=g-import-not-at-top
+  from crossmodal_hash.methods import base  # pylint: disable=g-import-not-at-top
+  mhtn, ssah = methods.METHODS.get('mhtn'), methods.METHODS.get('ssah')
+  assert not base.width_from_bits(mhtn) and base.width_from_bits(ssah)
+  assert tables.same_model_as(mhtn, {}) is None
+  assert tables.same_model_as(mhtn, {'16': {}, '32': {}}) == '16'
+  assert tables.same_model_as(ssah, {'16': {}}) is None
+  for name in methods.METHODS.names():
+    if name != 'mhtn':
+      assert base.width_from_bits(methods.METHODS.get(name)), name

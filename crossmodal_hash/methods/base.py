@@ -157,6 +157,10 @@ class Method(Protocol):
     report: (optional) {name: JSON-able value}, the method's statement of
       choices it made for this run (e.g. SSAL's adversary), written to the
       final report's metadata under the method's name.
+    width_from_bits: (optional, default True) whether `config.bits` sets
+      the width K of its outputs. False for a method whose outputs have a
+      width of their own (MHTN: the softmax over the labels), where runs
+      that differ only in `bits` train the same model.
 
   Networks take a `train` flag: True inside updates (dropout on, with
   `Step.rng` as the 'dropout' key; BatchNorm statistics updated and kept in
@@ -197,6 +201,12 @@ def encode_fields(method: Any) -> dict[str, str]:
 def outputs(method: Any) -> dict[str, str]:
   """{modality: output kind} of `method` ('binary' for both by default)."""
   return dict(getattr(method, 'outputs', {'img': 'binary', 'txt': 'binary'}))
+
+
+def width_from_bits(method: Any) -> bool:
+  """Whether `config.bits` sets the width of `method`'s outputs (a method
+  class or instance; True unless it says otherwise)."""
+  return bool(getattr(method, 'width_from_bits', True))
 
 
 def batch_fields(method: Any, update: str | None = None) -> tuple[str, ...]:

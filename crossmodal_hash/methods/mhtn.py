@@ -184,6 +184,9 @@ class MHTN:
 
   trainer = 'per_step'
   outputs = {'img': 'real', 'txt': 'real'}
+  # The embedding is the softmax over the labels: `config.bits` only names
+  # the run.
+  width_from_bits = False
   resumable_keys = ('mhtn.num_steps',)
   source_inputs = ('image', 'label')
 
