@@ -7,7 +7,8 @@ A checkpoint holds two items:
     position (the schedule's pass index), so a resumed run continues exactly.
 
 A method's write-only memories (`unsaved_memories`) are left out: a resumed
-run never reads them before rewriting them. `due` spaces the saves out by
+run never reads them before rewriting them. A checkpoint saved with them
+(the best-state keeper's, before it left them out too) still restores. `due` spaces the saves out by
 passes and by seconds, so short passes do not fill the disk.
 """
 from __future__ import annotations
@@ -123,13 +124,23 @@ class Checkpointer:
     Returns:
       (state, meta).
     """
-    restored = self._manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(self._saved_part(abstract_state)),
-            meta=ocp.args.JsonRestore()))
+    try:
+      restored = self._restore(step, self._saved_part(abstract_state))
+    except ValueError:
+      if self._saved_part(abstract_state) is abstract_state:
+        raise
+      # Saved with its write-only memories: the best-state checkpoints
+      # (`<workdir>/best`) were, before they left them out as well.
+      restored = self._restore(step, abstract_state)
     return self._with_unsaved(restored['state'], abstract_state), (
         restored['meta'])
+
+  def _restore(self, step: int, abstract_state: Any) -> dict[str, Any]:
+    return self._manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            meta=ocp.args.JsonRestore()))
 
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
     """Saves asynchronously; `wait()` or `close()` blocks until it is on disk."""

@@ -83,3 +83,25 @@ def test_unsaved_memories_are_left_out_and_restored_as_zeros(tmp_path):
                                 np.zeros((5, 2)))
   assert restored.memory['write_only'].sharding == replicated
   np.testing.assert_array_equal(restored.params['w'], state.params['w'])
+
+
+def test_a_checkpoint_saved_with_its_write_only_memories_still_restores(
+    tmp_path):
+  """Best-state checkpoints kept the write-only memories before they were
+  left out there too: restoring one with them unsaved gives zeros."""
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ('data',))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  state = jax.device_put(base.TrainState(
+      step=jnp.int32(3), params={'w': jnp.arange(4.0)}, opt_state={},
+      memory={'kept': jnp.full((5, 2), 3.0), 'write_only': jnp.ones((5, 2))},
+      rng=jax.random.PRNGKey(0)), replicated)
+  old = checkpointing.Checkpointer(str(tmp_path))  # Saves every memory.
+  old.save(2, state, {'pass_index': 2})
+  old.close()
+  ckpt = checkpointing.Checkpointer(str(tmp_path))
+  ckpt.unsaved_memories = ('write_only',)
+  restored, _ = ckpt.restore(2, checkpointing.abstract_like(state))
+  ckpt.close()
+  np.testing.assert_array_equal(restored.memory['kept'], state.memory['kept'])
+  np.testing.assert_array_equal(restored.memory['write_only'],
+                                np.zeros((5, 2)))

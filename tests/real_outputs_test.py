@@ -43,16 +43,20 @@ DIM = 12
 @registry.METHODS.register(NAME)
 class LinearProjector:
   """x -> Dense(D) per modality; a shared Dense(L) label classifier on the
-  common space (sigmoid cross-entropy against the multi-hot labels)."""
+  common space (sigmoid cross-entropy against the multi-hot labels). Each
+  step writes its image embeddings to a memory no loss reads, as SSAL and
+  SCAHN stash theirs: left out of every checkpoint, the best one too."""
 
   trainer = 'per_step'
   resumable_keys = ()
   outputs = {'img': 'real', 'txt': 'real'}
+  unsaved_memories = ('step_emb',)
 
   def __init__(self, config, *, num_labels, text_dim):
     del text_dim
     hp = config[NAME]
     self.num_steps = hp.num_steps
+    self.batch_size = config.train.batch_size
     self.nets = {m: nn.Dense(DIM) for m in ('img', 'txt')}
     self.classifier = nn.Dense(num_labels)
     self.optimizer = base.make_optimizer(hp.optimizer,
@@ -69,26 +73,30 @@ class LinearProjector:
         'params']
     return base.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                            opt_state={'all': self.optimizer.init(params)},
-                           memory={}, rng=jax.random.fold_in(rng, 1))
+                           memory={'step_emb': jnp.zeros((self.batch_size,
+                                                          DIM))},
+                           rng=jax.random.fold_in(rng, 1))
 
   def step(self, state, batch, data, step):
     del data, step
     labels = batch['label'].astype(jnp.float32)
 
     def loss_fn(params):
-      total = 0.0
+      total, embeddings = 0.0, {}
       for m, field in (('img', 'image'), ('txt', 'text')):
-        emb = self.nets[m].apply({'params': params[m]},
-                                 batch[field].astype(jnp.float32))
+        emb = embeddings[m] = self.nets[m].apply(
+            {'params': params[m]}, batch[field].astype(jnp.float32))
         logits = self.classifier.apply({'params': params['cls']}, emb)
         total += optax.sigmoid_binary_cross_entropy(logits, labels).mean()
-      return total
+      return total, embeddings['img']
 
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    (loss, emb), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
     params, opt = base.apply_optimizer(self.optimizer, grads,
                                        state.opt_state['all'], state.params)
     return state.replace(step=state.step + 1, params=params,
-                         opt_state={'all': opt}), {'loss': loss}
+                         opt_state={'all': opt},
+                         memory={'step_emb': emb}), {'loss': loss}
 
   def encode(self, params, modality, inputs):
     return self.nets[modality].apply({'params': params[modality]},

@@ -371,7 +371,8 @@ class Run:
               image_stats=image_stats, device_data=device_data,
               evaluators=evaluators, evals=evals, source=source)
     if 'validation' in evaluators and eval_every > 0 and run.has_periodic:
-      run.best = model_selection.BestCheckpoint(workdir)
+      run.best = model_selection.BestCheckpoint(
+          workdir, unsaved_memories=checkpointer.unsaved_memories)
     if meta is None and jax.process_index() == 0:
       splits.reuse_or_save(os.path.join(workdir, 'split.npz'), split)
     if jax.process_index() == 0:  # What encoding needs (encode.py).

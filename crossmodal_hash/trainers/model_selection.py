@@ -39,10 +39,14 @@ class BestCheckpoint:
       (passes done), 'step', 'score', 'val_map', 'criterion', 'directory'.
   """
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, *,
+               unsaved_memories: tuple[str, ...] = ()):
+    """`unsaved_memories`: the method's write-only memories, left out of the
+    best state as out of every checkpoint (`Method.unsaved_memories`)."""
     self.workdir = workdir
     self._checkpointer = checkpointing.Checkpointer(
         os.path.join(workdir, BEST_DIR), max_to_keep=1)
+    self._checkpointer.unsaved_memories = tuple(unsaved_memories)
     self._record_path = os.path.join(workdir, RECORD_NAME)
     self.record = self._read_record()
 
