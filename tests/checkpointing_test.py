@@ -59,13 +59,20 @@ def test_default_configs_save_at_most_once_a_minute():
   assert config.train.checkpoint_every_seconds == 60
 
 
-def test_unsaved_memories_are_left_out_and_restored_as_zeros(tmp_path):
+def _state_with_a_write_only_memory():
+  """(a replicated TrainState with memories 'kept' and 'write_only', its
+  sharding)."""
   mesh = jax.sharding.Mesh(np.array(jax.devices()), ('data',))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   state = jax.device_put(base.TrainState(
       step=jnp.int32(7), params={'w': jnp.arange(4.0)}, opt_state={},
       memory={'kept': jnp.full((5, 2), 3.0), 'write_only': jnp.ones((5, 2))},
       rng=jax.random.PRNGKey(0)), replicated)
+  return state, replicated
+
+
+def test_unsaved_memories_are_left_out_and_restored_as_zeros(tmp_path):
+  state, replicated = _state_with_a_write_only_memory()
   ckpt = checkpointing.Checkpointer(str(tmp_path))
   ckpt.unsaved_memories = ('write_only',)
   ckpt.save(1, state, {'pass_index': 1})
@@ -89,12 +96,7 @@ def test_a_checkpoint_saved_with_its_write_only_memories_still_restores(
     tmp_path):
   """Best-state checkpoints kept the write-only memories before they were
   left out there too: restoring one with them unsaved gives zeros."""
-  mesh = jax.sharding.Mesh(np.array(jax.devices()), ('data',))
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  state = jax.device_put(base.TrainState(
-      step=jnp.int32(3), params={'w': jnp.arange(4.0)}, opt_state={},
-      memory={'kept': jnp.full((5, 2), 3.0), 'write_only': jnp.ones((5, 2))},
-      rng=jax.random.PRNGKey(0)), replicated)
+  state, _ = _state_with_a_write_only_memory()
   old = checkpointing.Checkpointer(str(tmp_path))  # Saves every memory.
   old.save(2, state, {'pass_index': 2})
   old.close()
