@@ -284,6 +284,10 @@ def test_schedule_warms_up_then_decays_and_clipping_bounds_the_update():
   grads = {'w': jnp.full(4, 100.0)}
   new, _ = base.apply_optimizer(clipped, grads, clipped.init(params), params)
   assert float(optax.tree.norm(new)) == pytest.approx(2.0, rel=1e-5)
+  # Adam has no weight decay: asking for one names adamw, not silently nothing.
+  with pytest.raises(ValueError, match='use name=adamw'):
+    base.make_optimizer(base.optimizer_config(name='adam', weight_decay=1e-4),
+                        num_steps=10)
 
 
 def test_the_discriminator_chain_has_its_own_betas_and_weight_decay():

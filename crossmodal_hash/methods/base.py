@@ -232,7 +232,7 @@ def optimizer_config(**overrides: Any) -> ml_collections.ConfigDict:
 
   Fields: name ('adam', 'adamw' or 'sgd'), learning_rate (the peak),
   b1, b2, eps, momentum (sgd), weight_decay (adamw's decoupled decay; sgd's
-  L2 term added to the gradients first), warmup_steps (linear
+  L2 term added to the gradients first; 'adam' refuses it), warmup_steps (linear
   from 0), decay ('constant', 'exponential' or 'cosine' after the warm-up),
   decay_rate and decay_steps (exponential: rate ** (steps / decay_steps)),
   end_value (cosine), clip_global_norm (0: no clipping).
@@ -303,6 +303,10 @@ def make_optimizer(c: ml_collections.ConfigDict, *,
   if c.name not in OPTIMIZERS:
     raise ValueError(f'optimizer name={c.name!r} is not one of '
                      f'{OPTIMIZERS}.')
+  if c.name == 'adam' and c.weight_decay:
+    raise ValueError(f'optimizer name=adam has no weight decay (got '
+                     f'weight_decay={c.weight_decay}): use name=adamw for '
+                     "Adam's decoupled decay.")
   factory = {
       'adam': lambda learning_rate: optax.adam(learning_rate, b1=c.b1,
                                                b2=c.b2, eps=c.eps),
