@@ -15,8 +15,8 @@ classes) is trained once, at the first length; its row repeats that run's
 figures (`same_run_as` in the JSON). Beside the methods: random codes of
 each length (from the methods that code at it), and the ridge-regression
 baseline (`evaluation/ridge_baseline.py`, its penalty chosen on the same
-validation split). Real-valued methods (SSAL, MHTN) have two rows: cosine mAP, and the
-Hamming mAP of their embeddings' sign() codes. Writes
+validation split). Real-valued methods (SSAL, MHTN) have two rows: cosine
+mAP, and the Hamming mAP of their embeddings' sign() codes. Writes
   <out>/wikipedia.md    the markdown tables (final query set; validation)
   <out>/wikipedia.json  every run's four directions, its validation record,
                         selected checkpoint, training seconds (the passes'

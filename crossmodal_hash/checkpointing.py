@@ -8,8 +8,9 @@ A checkpoint holds two items:
 
 A method's write-only memories (`unsaved_memories`) are left out: a resumed
 run never reads them before rewriting them. A checkpoint saved with them
-(the best-state keeper's, before it left them out too) still restores. `due` spaces the saves out by
-passes and by seconds, so short passes do not fill the disk.
+(the best-state keeper's, before it left them out too) still restores.
+`due` spaces the saves out by passes and by seconds, so short passes do not
+fill the disk.
 """
 from __future__ import annotations
 
