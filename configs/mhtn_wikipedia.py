@@ -61,8 +61,9 @@ from this config's by less than the spread of one run's evaluations (T->I
 The sign codes of a softmax are +1 everywhere, so the report's sign-code
 mAP is the random 0.111 (and the periodic code statistics say the codes have
 collapsed): with `mhtn.embedding=centered_softmax` (p - 1/C) the sign
-codes measured I->T 0.265, T->I 0.703 at step 1,000 (before that change; in the mmd_weight=0
-run the centred embeddings' cosine mAP was within 0.002 of the raw ones').
+codes measured I->T 0.265, T->I 0.703 at step 1,000 (before that change; in
+the mmd_weight=0 run the centred embeddings' cosine mAP was within 0.002 of
+the raw ones').
 """
 import ml_collections
 
