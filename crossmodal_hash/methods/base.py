@@ -234,8 +234,8 @@ def optimizer_config(**overrides: Any) -> ml_collections.ConfigDict:
   b1, b2, eps, momentum (sgd), weight_decay (adamw's decoupled decay; sgd's
   L2 term added to the gradients first; 'adam' refuses it), warmup_steps
   (linear from 0), decay ('constant', 'exponential' or 'cosine' after the
-  warm-up), decay_rate and decay_steps (exponential: rate ** (steps / decay_steps)),
-  end_value (cosine), clip_global_norm (0: no clipping).
+  warm-up), decay_rate and decay_steps (exponential: rate ** (steps /
+  decay_steps)), end_value (cosine), clip_global_norm (0: no clipping).
   """
   c = ml_collections.ConfigDict()
   c.name = 'adam'
