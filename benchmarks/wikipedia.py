@@ -52,15 +52,14 @@ _METHOD_ARGS = {m: flags.DEFINE_string(f'{m}_arg', '', f'key=value,... for '
                           'mhtn')}
 
 
-def train(config, workdir: str, arg: str) -> dict:
-  """One run (resumed or reused if `workdir` holds it): its record."""
+def train(config, trainer: str, workdir: str, arg: str) -> dict:
+  """One run on its `trainer` family (resumed or reused if `workdir` holds
+  it): its record."""
   # pylint: disable=g-import-not-at-top
   from crossmodal_hash import logging_utils
-  from crossmodal_hash import methods
   from crossmodal_hash import trainers
   # pylint: enable=g-import-not-at-top
   tic = time.perf_counter()
-  trainer = methods.METHODS.get(config.method).trainer
   results = trainers.TRAINERS.get(trainer)(config, workdir)
   records = logging_utils.read_metrics(os.path.join(workdir, 'metrics.jsonl'))
   run = {
@@ -112,7 +111,8 @@ def main(argv):
         print(f'{method} {bits} bits: the {same}-bit run (its outputs do not '
               'depend on bits)', flush=True)
       else:
-        runs[method][bits] = train(config, workdir, arg)
+        runs[method][bits] = train(config, method_class.trainer, workdir,
+                                   arg)
         random = runs[method][bits].pop('random_map')
         if base.width_from_bits(method_class):  # Random codes of `bits`.
           random_map.setdefault(bits, random)

@@ -125,10 +125,11 @@ class Checkpointer:
     Returns:
       (state, meta).
     """
+    saved = self._saved_part(abstract_state)
     try:
-      restored = self._restore(step, self._saved_part(abstract_state))
+      restored = self._restore(step, saved)
     except ValueError:
-      if self._saved_part(abstract_state) is abstract_state:
+      if saved is abstract_state:
         raise
       # Saved with its write-only memories: the best-state checkpoints
       # (`<workdir>/best`) were, before they left them out as well.
